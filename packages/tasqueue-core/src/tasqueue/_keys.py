@@ -1,0 +1,53 @@
+"""Names of the keys the core keeps in a results store, and the versions of job-status writes."""
+
+from __future__ import annotations
+
+import uuid
+
+
+def job_key(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def result_key(job_id: str) -> str:
+    return f"result:{job_id}"
+
+
+def group_key(group_id: str) -> str:
+    return f"group:{group_id}"
+
+
+def chain_key(chain_id: str) -> str:
+    return f"chain:{chain_id}"
+
+
+def schedule_key(schedule_id: str) -> str:
+    return f"schedule:{schedule_id}"
+
+
+def derived_id(parent: str, kind: str, n: int | str) -> str:
+    """A deterministic id for a job another job creates (follow-up, next cron run).
+
+    Deterministic so that a parent run repeated after a crash creates the same child, which the
+    stores then recognise instead of running it twice.
+    """
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, f"tasqueue/{parent}/{kind}/{n}"))
+
+
+# A job-status write carries a version that grows with the job's progress, so that a store keeps
+# the newest state whatever order writes arrive in. Ordered by: retries done, times handed back by
+# a shutdown, deliveries of this attempt (a redelivery beats the worker that lost it), then phase.
+PHASE_QUEUED = 0
+PHASE_RUNNING = 1
+PHASE_HANDED_BACK = 2  # retrying, or released by a shutdown
+PHASE_DONE = 3  # successful or failed: nothing of the same attempt overwrites it
+
+_FIELD = 0xFFFF
+
+
+def status_version(retried: int, released: int, deliveries: int, phase: int) -> int:
+    """The version of a job-status write; fits in 50 bits, so Lua's doubles hold it exactly."""
+    v = min(retried, _FIELD)
+    v = (v << 16) | min(released, _FIELD)
+    v = (v << 16) | min(deliveries, _FIELD)
+    return (v << 2) | phase

@@ -1,0 +1,539 @@
+"""The consumer half of a Server: fetch, run, record, settle.
+
+One fetch loop per queue leases up to as many jobs as the queue has free slots and starts a
+task per job (``Worker._run``). Status and result writes go through ``_Flusher``, which batches
+the writes of every job that finished meanwhile into one ``set_many`` and then acks their
+deliveries: the results store sees the outcome before the broker forgets the job, and the hot
+path costs two round trips per batch, not per job. A heartbeat renews the leases of everything
+in flight, so a long job is never taken by another worker while this one lives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import signal
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from tasqueue._codec import DecodeErrors, decode_job, encode
+from tasqueue._keys import (
+    PHASE_DONE,
+    PHASE_HANDED_BACK,
+    PHASE_RUNNING,
+    job_key,
+    result_key,
+    schedule_key,
+    status_version,
+)
+from tasqueue.broker import Delivery
+from tasqueue.errors import JobTimeoutError, UnknownTaskError
+from tasqueue.jobs import Job
+from tasqueue.messages import JobMessage, JobStatus
+from tasqueue.middleware import compose_process
+from tasqueue.results import Write
+from tasqueue.tasks import JobCtx, call_maybe_async
+
+if TYPE_CHECKING:
+    from tasqueue.server import RegisteredTask, Server
+
+replace = msgspec.structs.replace
+
+#: The task name of the record a worker stores for bytes it could not decode.
+UNDECODABLE_TASK = "tasqueue:undecodable"
+
+_RETRY_MIN, _RETRY_MAX = 0.05, 5.0
+
+
+class _Run:
+    """One job in flight: its delivery, the task running it, and why it may be cancelled."""
+
+    __slots__ = ("ctx", "delivery", "lost", "queue", "released", "settling")
+
+    def __init__(self, queue: str, delivery: Delivery) -> None:
+        self.queue = queue
+        self.delivery = delivery
+        self.ctx: JobCtx | None = None
+        self.lost = False  # the broker gave the lease away: leave the job to whoever has it
+        self.released = False  # shutdown cut it short: hand it back, never mark it successful
+        self.settling = False  # the handler is done; only the writes and the ack are left
+
+
+class _Flusher:
+    """Group commit: batch status/result writes of many jobs, then ack their deliveries."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._writes: list[Write] = []
+        self._success: list[str] = []
+        self._failed: list[str] = []
+        self._acks: dict[str, list[Delivery]] = {}
+        self._waiters: list[asyncio.Future[None]] = []
+        self._wakeup = asyncio.Event()
+
+    def write(self, write: Write) -> None:
+        """Queue a write without waiting for it (a ``processing`` status)."""
+        self._writes.append(write)
+        self._wakeup.set()
+
+    def commit(
+        self,
+        writes: Sequence[Write],
+        *,
+        success: str | None = None,
+        failed: str | None = None,
+        ack: tuple[str, Delivery] | None = None,
+    ) -> asyncio.Future[None]:
+        """Queue writes (and an ack that must follow them); the future resolves once done."""
+        self._writes.extend(writes)
+        if success is not None:
+            self._success.append(success)
+        if failed is not None:
+            self._failed.append(failed)
+        if ack is not None:
+            self._acks.setdefault(ack[0], []).append(ack[1])
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._wakeup.set()
+        return waiter
+
+    async def run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything queued so far, then ack; retries writes until they succeed."""
+        writes, success, failed = self._writes, self._success, self._failed
+        acks, waiters = self._acks, self._waiters
+        if not (writes or success or failed or acks or waiters):
+            return
+        self._writes, self._success, self._failed, self._acks, self._waiters = [], [], [], {}, []
+        worker = self._worker
+        delay = _RETRY_MIN
+        while writes or success or failed:
+            try:
+                await worker.results.set_many(writes, success=success, failed=failed)
+                break
+            except Exception:
+                # Retrying is safe: versioned writes and list adds are idempotent. Until it
+                # works the jobs stay leased (the heartbeat renews them) and fetching pauses.
+                worker.log.exception("could not write %d job status(es); retrying in %.2fs", len(writes), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+        for queue, deliveries in acks.items():
+            try:
+                await worker.broker.ack(queue, deliveries)
+            except Exception:
+                # The outcome is stored; an unacked job comes back after its lease and is
+                # recognised as finished (Worker._finished_before) instead of being run again.
+                worker.log.exception("could not ack %d job(s) on queue %r", len(deliveries), queue)
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class Worker:
+    """Consumes every queue that has a registered task, until stopped."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.broker = server.broker
+        self.results = server.results
+        self.tasks: dict[str, RegisteredTask] = server.tasks
+        self.log = server.custom_logger or logging.getLogger("tasqueue.worker")
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._process = compose_process(server.middleware, self._call_handler)
+        self._flusher = _Flusher(self)
+        self._runs: dict[asyncio.Task[None], _Run] = {}
+        self._running: dict[str, int] = dict.fromkeys(server.queues, 0)
+        self._settling: dict[str, int] = dict.fromkeys(server.queues, 0)
+        self._slot_freed: dict[str, asyncio.Event] = {q: asyncio.Event() for q in server.queues}
+        self._stop_requested = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._hard_stop = False
+        sync_queues = {t.opts.queue for t in self.tasks.values() if not t.is_async}
+        sync_slots = sum(server.queues[q].concurrency for q in sync_queues)
+        self._executor = ThreadPoolExecutor(sync_slots, thread_name_prefix="tasqueue-sync") if sync_slots else None
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        flusher = asyncio.create_task(self._flusher.run(), name="tasqueue-flusher")
+        heartbeat = asyncio.create_task(self._heartbeat(), name="tasqueue-heartbeat")
+        consumers = [
+            asyncio.create_task(self._consume(queue, cfg.concurrency), name=f"tasqueue-consume:{queue}")
+            for queue, cfg in self.server.queues.items()
+        ]
+        self.log.info(
+            "worker started: queues %s, tasks %s",
+            {q: c.concurrency for q, c in self.server.queues.items()},
+            sorted(self.tasks),
+        )
+        try:
+            await self._stop_requested.wait()
+        finally:
+            # Cancelled from outside (or stopped): shut down gracefully either way.
+            await asyncio.shield(self._shutdown(consumers, heartbeat, flusher))
+
+    async def stop(self) -> None:
+        self._stop_requested.set()
+        await self._stopped.wait()
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self._stop_requested.is_set():
+            self.log.warning("second %s: handing running jobs back now", sig.name)
+            self._hard_stop = True
+            self._release_all()
+        else:
+            self.log.info("%s: finishing running jobs (up to %ss), then stopping", sig.name, self.server.shutdown_timeout)
+        self._stop_requested.set()
+
+    async def _shutdown(self, consumers: list[asyncio.Task[None]], heartbeat: asyncio.Task[None], flusher: asyncio.Task[None]) -> None:
+        try:
+            for task in consumers:
+                task.cancel()
+            await asyncio.gather(*consumers, return_exceptions=True)
+            running = list(self._runs)
+            if running and not self._hard_stop:
+                _, pending = await asyncio.wait(running, timeout=self.server.shutdown_timeout)
+                if pending:
+                    self.log.warning("shutdown: handing %d unfinished job(s) back to the broker", len(pending))
+            self._release_all()
+            if self._runs:
+                # What is left is settling (its writes are being retried) or handing back; give it
+                # a bounded time, then leave those jobs to come back when their leases run out.
+                _, stuck = await asyncio.wait(list(self._runs), timeout=max(self.server.shutdown_timeout, 5.0))
+                for task in stuck:
+                    task.cancel()
+                await asyncio.gather(*stuck, return_exceptions=True)
+            heartbeat.cancel()
+            flusher.cancel()
+            await asyncio.gather(heartbeat, flusher, return_exceptions=True)
+            await self._flusher.flush()
+        finally:
+            if self._executor is not None:
+                # Threads cannot be interrupted; one still running finishes in the background.
+                self._executor.shutdown(wait=False, cancel_futures=True)
+            self._stopped.set()
+            self.log.info("worker stopped")
+
+    def _release_all(self) -> None:
+        for task, run in self._runs.items():
+            if not run.settling and not run.released:
+                run.released = True
+                if run.ctx is not None:
+                    run.ctx._cancel()
+                task.cancel()
+
+    # ---- fetching ------------------------------------------------------------------------
+
+    async def _consume(self, queue: str, concurrency: int) -> None:
+        freed = self._slot_freed[queue]
+        delay = _RETRY_MIN
+        while True:
+            free = concurrency - self._running[queue]
+            # Settling jobs hold no handler slot, but cap them so a slow store cannot pile up work.
+            if free <= 0 or self._settling[queue] >= concurrency:
+                freed.clear()
+                await freed.wait()
+                continue
+            try:
+                deliveries = await self.broker.fetch(queue, free, timeout=self.server.fetch_timeout)
+            except Exception:
+                self.log.exception("fetching from queue %r failed; retrying in %.2fs", queue, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+                continue
+            delay = _RETRY_MIN
+            for delivery in deliveries:
+                run = _Run(queue, delivery)
+                self._running[queue] += 1
+                task = asyncio.create_task(self._run(run))
+                self._runs[task] = run
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        run = self._runs.pop(task)
+        if run.settling:
+            self._settling[run.queue] -= 1
+        else:
+            self._running[run.queue] -= 1
+        self._slot_freed[run.queue].set()
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("internal error handling job %s", run.delivery.id, exc_info=task.exception())
+
+    def _settle_slot(self, run: _Run) -> None:
+        """The handler is done: free its slot for the next job while the outcome is written."""
+        run.settling = True
+        self._running[run.queue] -= 1
+        self._settling[run.queue] += 1
+        self._slot_freed[run.queue].set()
+
+    async def _heartbeat(self) -> None:
+        interval = self.broker.visibility_timeout / 3
+        while True:
+            await asyncio.sleep(interval)
+            by_queue: dict[str, list[Delivery]] = {}
+            for run in self._runs.values():
+                by_queue.setdefault(run.queue, []).append(run.delivery)
+            for queue, deliveries in by_queue.items():
+                try:
+                    lost = await self.broker.extend(queue, deliveries)
+                except Exception:
+                    self.log.exception("could not renew %d lease(s) on queue %r", len(deliveries), queue)
+                    continue
+                if lost:
+                    self._lost(lost)
+
+    def _lost(self, lost: list[Delivery]) -> None:
+        gone = {id(d) for d in lost}
+        for task, run in self._runs.items():
+            if id(run.delivery) in gone and not run.settling:
+                self.log.warning("lost the lease on job %s (another worker may run it); cancelling this run", run.delivery.id)
+                run.lost = True
+                if run.ctx is not None:
+                    run.ctx._cancel()
+                task.cancel()
+
+    # ---- one job -------------------------------------------------------------------------
+
+    async def _run(self, run: _Run) -> None:
+        d = run.delivery
+        queue = run.queue
+        try:
+            msg = decode_job(d.data)
+        except DecodeErrors as exc:
+            await self._bury(run, exc)
+            return
+        if d.deliveries > 1:
+            if await self._finished_before(run, msg):
+                return
+            if d.deliveries - 1 > self.server.max_stalls:
+                err = f"WorkerLostError: a worker died or lost its lease {d.deliveries - 1} times running this job; parked as failed"
+                await self._fail(run, msg, err, None, None)
+                return
+        task = self.tasks.get(msg.job.task)
+        if task is None:
+            known = ", ".join(sorted(self.tasks))
+            exc = UnknownTaskError(f"no handler for task {msg.job.task!r} on this worker (registered: {known})")
+            await self._fail(run, msg, f"UnknownTaskError: {exc}", exc, None)
+            return
+        if msg.schedule_id and msg.retried == 0 and not await self._schedule_next(run, msg):
+            return
+
+        processing = replace(
+            msg,
+            status=JobStatus.PROCESSING,
+            processed_at=datetime.now(UTC),
+            stalls=d.deliveries - 1,
+        )
+        self._flusher.write(
+            Write(job_key(msg.id), encode(processing), version=self._version(processing, d, PHASE_RUNNING))
+        )
+        ctx = run.ctx = JobCtx(processing, self.results, result_key(msg.id))
+        opts = task.opts
+        try:
+            if opts.processing_cb is not None:
+                await self._callback(opts.processing_cb, ctx)
+            returned = await self._process(ctx)
+            if returned is not None and not isinstance(returned, bytes):
+                msg_ = f"the handler of task {msg.job.task!r} returned {type(returned).__name__}; return bytes or None"
+                raise TypeError(msg_)
+        except asyncio.CancelledError:
+            if run.lost:
+                return  # the job belongs to whoever holds its lease now
+            if run.released:
+                await self._release(run, processing)
+                return
+            raise
+        except Exception as exc:
+            if run.released:
+                await self._release(run, processing)
+            elif not run.lost:
+                await self._failed(run, processing, task, exc)
+            return
+        if run.released:
+            # The handler swallowed the shutdown's cancellation and returned: it was cut
+            # short, so it must not count as a success.
+            await self._release(run, processing)
+            return
+        await self._succeeded(run, processing, task, returned)
+
+    async def _call_handler(self, ctx: JobCtx) -> bytes | None:
+        """The innermost step of processing: the handler itself, with the job's timeout."""
+        task = self.tasks[ctx.meta.job.task]
+        timeout = ctx.meta.job.opts.timeout
+        payload = ctx.meta.job.payload
+        if task.is_async:
+            call = task.handler(payload, ctx)
+        else:
+            assert self._executor is not None
+            loop = asyncio.get_running_loop()
+            ctx._attach(loop)
+            # Carry contextvars (trace context, for one) into the thread.
+            call = loop.run_in_executor(self._executor, contextvars.copy_context().run, task.handler, payload, ctx)
+        if timeout is None:
+            return await call  # type: ignore[no-any-return, misc]  # Handler is a union of sync and async
+        try:
+            async with asyncio.timeout(timeout) as cm:
+                return await call  # type: ignore[no-any-return, misc]
+        except TimeoutError as exc:
+            if not cm.expired():
+                raise  # the handler's own TimeoutError, not ours
+            ctx._cancel()
+            msg = f"the handler ran longer than its timeout of {timeout:g}s and was cancelled"
+            raise JobTimeoutError(msg) from exc
+
+    def _version(self, msg: JobMessage, d: Delivery, phase: int) -> int:
+        return status_version(msg.retried, msg.released, d.deliveries, phase)
+
+    async def _succeeded(self, run: _Run, msg: JobMessage, task: RegisteredTask, returned: bytes | None) -> None:
+        d = run.delivery
+        ctx = run.ctx
+        assert ctx is not None
+        self._settle_slot(run)
+        writes: list[Write] = []
+        if returned is not None:
+            writes.append(Write(result_key(msg.id), returned))
+        result = returned if returned is not None else ctx.saved
+        if task.opts.success_cb is not None:
+            await self._callback(task.opts.success_cb, ctx)
+        children: list[str] = []
+        if msg.job.on_success:
+            follow = self.server.follow_ups(msg, msg.job.on_success, "on_success", result)
+            if not await self._enqueue_follow_ups(run, msg, follow):
+                return
+            children = [m.id for m in follow]
+        final = replace(msg, status=JobStatus.SUCCESSFUL, on_success_ids=children, prev_err="")
+        writes.append(Write(job_key(msg.id), encode(final), version=self._version(msg, d, PHASE_DONE)))
+        await self._flusher.commit(writes, success=msg.id, ack=(run.queue, d))
+
+    async def _failed(self, run: _Run, msg: JobMessage, task: RegisteredTask, exc: Exception) -> None:
+        err = f"{type(exc).__name__}: {exc}"
+        ctx = run.ctx
+        assert ctx is not None
+        if msg.retried >= msg.max_retry:
+            await self._fail(run, msg, err, exc, task)
+            return
+        self._settle_slot(run)
+        self.log.info("job %s (%s) failed, will retry (%d/%d): %s", msg.id, msg.job.task, msg.retried + 1, msg.max_retry, err)
+        if task.opts.retrying_cb is not None:
+            await self._callback(task.opts.retrying_cb, ctx, exc)
+        retrying = replace(msg, status=JobStatus.RETRYING, prev_err=err, retried=msg.retried + 1)
+        data = encode(retrying)
+        await self._flusher.commit([Write(job_key(msg.id), data, version=self._version(msg, run.delivery, PHASE_HANDED_BACK))])
+        backoff = msg.job.opts.backoff or task.opts.backoff or self.server.backoff
+        await self._nack(run, data, backoff.delay(msg.retried))
+
+    async def _fail(
+        self,
+        run: _Run,
+        msg: JobMessage,
+        err: str,
+        exc: Exception | None,
+        task: RegisteredTask | None,
+    ) -> None:
+        """Fail a job for good: ``failed_cb``, ``on_error`` jobs, status ``failed``, failed list, ack."""
+        if not run.settling:
+            self._settle_slot(run)
+        self.log.warning("job %s (%s) failed: %s", msg.id, msg.job.task, err)
+        if task is not None and task.opts.failed_cb is not None and run.ctx is not None and exc is not None:
+            await self._callback(task.opts.failed_cb, run.ctx, exc)
+        if msg.job.on_error:
+            follow = self.server.follow_ups(msg, msg.job.on_error, "on_error", None)
+            if not await self._enqueue_follow_ups(run, msg, follow):
+                return
+        final = replace(msg, status=JobStatus.FAILED, prev_err=err)
+        version = self._version(msg, run.delivery, PHASE_DONE)
+        await self._flusher.commit(
+            [Write(job_key(msg.id), encode(final), version=version)], failed=msg.id, ack=(run.queue, run.delivery)
+        )
+
+    async def _enqueue_follow_ups(self, run: _Run, msg: JobMessage, follow: list[JobMessage]) -> bool:
+        try:
+            await self.server._enqueue_messages(follow)
+        except Exception:
+            # The outcome cannot be recorded without its follow-ups: give the job back to be
+            # run again later. Follow-up ids are stable, so none is enqueued twice.
+            delay = self.server.backoff.delay(0)
+            self.log.exception("could not enqueue the follow-up jobs of %s; it will run again in %.1fs", msg.id, delay)
+            await self._nack(run, None, delay)
+            return False
+        return True
+
+    async def _release(self, run: _Run, msg: JobMessage) -> None:
+        """Hand a job cut short by shutdown back to the broker, without counting a retry."""
+        released = replace(msg, status=JobStatus.QUEUED, released=msg.released + 1)
+        data = encode(released)
+        try:
+            await self.results.set(job_key(msg.id), data, version=self._version(msg, run.delivery, PHASE_HANDED_BACK))
+            await self.broker.nack(run.queue, run.delivery, data=data)
+        except Exception:
+            self.log.exception("could not hand job %s back; it will be redelivered when its lease runs out", msg.id)
+        else:
+            self.log.info("handed job %s (%s) back unfinished", msg.id, msg.job.task)
+
+    async def _nack(self, run: _Run, data: bytes | None, delay: float) -> None:
+        try:
+            await self.broker.nack(run.queue, run.delivery, data=data, delay=delay)
+        except Exception:
+            self.log.exception("could not give job %s back; it will be redelivered when its lease runs out", run.delivery.id)
+
+    async def _finished_before(self, run: _Run, msg: JobMessage) -> bool:
+        """For a redelivery: if an earlier delivery already finished the job, just ack it."""
+        stored = (await self.results.get_many([job_key(msg.id)]))[0]
+        if stored is None:
+            return False
+        try:
+            status = decode_job(stored).status
+        except DecodeErrors:
+            return False
+        if status not in (JobStatus.SUCCESSFUL, JobStatus.FAILED):
+            return False
+        self._settle_slot(run)
+        self.log.info("job %s was redelivered but had already finished (%s); acking it", msg.id, status)
+        await self._flusher.commit([], ack=(run.queue, run.delivery))
+        return True
+
+    async def _schedule_next(self, run: _Run, msg: JobMessage) -> bool:
+        """Enqueue a recurring job's next run before this one starts; False if it was cancelled."""
+        active = (await self.results.get_many([schedule_key(msg.schedule_id)]))[0]
+        if active is None:
+            self._settle_slot(run)
+            self.log.info("schedule %s was cancelled; dropping its run %s", msg.schedule_id, msg.id)
+            await self.results.delete([job_key(msg.id)])
+            await self._flusher.commit([], ack=(run.queue, run.delivery))
+            return False
+        # Enqueued before running, so a failing or crashing run never ends the schedule.
+        await self.server._enqueue_messages([self.server.next_run(msg)])
+        return True
+
+    async def _bury(self, run: _Run, exc: BaseException) -> None:
+        """Keep undecodable bytes where an operator finds them: a failed job under the delivery's id."""
+        d = run.delivery
+        self._settle_slot(run)
+        err = f"UndecodableMessage: {exc}"
+        self.log.error("queue %r delivered undecodable message %r (%d bytes): %s; stored as a failed job", run.queue, d.id, len(d.data), exc)
+        record = JobMessage(
+            id=d.id,
+            status=JobStatus.FAILED,
+            queue=run.queue,
+            prev_err=err,
+            processed_at=datetime.now(UTC),
+            job=Job(UNDECODABLE_TASK, d.data),
+        )
+        await self._flusher.commit([Write(job_key(d.id), encode(record))], failed=d.id, ack=(run.queue, d))
+
+    async def _callback(self, fn: object, *args: object) -> None:
+        try:
+            await call_maybe_async(fn, *args)  # type: ignore[arg-type]
+        except Exception:
+            self.log.exception("callback %r raised; the job's outcome is unchanged", fn)

@@ -1,0 +1,84 @@
+"""The results protocol: where job messages, results and group/chain documents are stored.
+
+A results store is a small key/value store with two ordered id lists (successful and failed
+jobs). The store owns retention: keys and list entries expire after the store's ``expiry``
+(a documented default, ``None`` keeps them), except keys written with ``persist=True``.
+
+Versioned writes let a job's status only move forward: the core gives each status write a
+``version`` that grows with the job's progress, and a store keeps the higher one, so a late
+write from a worker that lost its lease never overwrites what another worker finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+__all__ = ["Results", "Write"]
+
+
+class Write(msgspec.Struct, frozen=True):
+    """One key to set in a batch (``Results.set_many``).
+
+    Attributes:
+        key: The key.
+        value: The bytes to store.
+        version: If given, write only when the key is absent or holds a lower version
+            (``0`` therefore means "only if absent"). A write without a version always
+            happens and leaves the key unversioned (which counts as lowest).
+        persist: Keep the key until it is deleted, instead of for the store's expiry.
+    """
+
+    key: str
+    value: bytes
+    version: int | None = None
+    persist: bool = False
+
+
+@runtime_checkable
+class Results(Protocol):
+    """A results store. Every method may raise ``tasqueue.errors.ResultsError``."""
+
+    async def get(self, key: str) -> bytes:
+        """The value of ``key``; raises ``tasqueue.errors.NotFoundError`` if absent or expired."""
+        ...
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of ``keys``, ``None`` for each one absent."""
+        ...
+
+    async def set(self, key: str, value: bytes, *, version: int | None = None, persist: bool = False) -> bool:
+        """Set one key (see ``Write``); return whether it was written."""
+        ...
+
+    async def set_many(
+        self,
+        writes: Sequence[Write],
+        *,
+        success: Sequence[str] = (),
+        failed: Sequence[str] = (),
+    ) -> list[bool]:
+        """Apply ``writes`` in order, then add ids to the success and failed lists.
+
+        Returns, per write, whether it happened. This is the worker's hot path: a good
+        implementation does it all in one round trip.
+        """
+        ...
+
+    async def delete(self, keys: Sequence[str], *, ids: Sequence[str] = ()) -> None:
+        """Delete ``keys``, and remove ``ids`` from the success and failed lists."""
+        ...
+
+    async def get_success(self) -> list[str]:
+        """Ids of successful jobs, oldest first, unexpired."""
+        ...
+
+    async def get_failed(self) -> list[str]:
+        """Ids of failed jobs, oldest first, unexpired."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the store is not used afterwards."""
+        ...

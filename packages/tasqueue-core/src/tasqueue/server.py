@@ -1,0 +1,538 @@
+"""``Server``: registers tasks, enqueues jobs, groups and chains, answers queries, runs the worker.
+
+The producer half lives here (enqueue → results store → broker); the consumer half, what
+happens to a job once a worker fetches it, is in ``_worker.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import msgspec
+
+from tasqueue import _schedule
+from tasqueue._codec import DecodeErrors, decode_chain, decode_group, decode_job, encode
+from tasqueue._keys import chain_key, derived_id, group_key, job_key, result_key, schedule_key
+from tasqueue.broker import Broker, Envelope
+from tasqueue.errors import BrokerError, ConfigurationError, NotFoundError, TasqueueError
+from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, Group, Job
+from tasqueue.messages import ChainMessage, GroupMessage, JobMessage, JobStatus
+from tasqueue.middleware import Middleware, compose_enqueue, has_enqueue_middleware
+from tasqueue.plugins import PluginHost
+from tasqueue.results import Results, Write
+from tasqueue.tasks import Handler, TaskOpts, is_async_callable
+
+if TYPE_CHECKING:
+    from tasqueue.sync import BlockingServer
+
+__all__ = ["Server"]
+
+_TERMINAL = frozenset({JobStatus.SUCCESSFUL, JobStatus.FAILED})
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredTask:
+    name: str
+    handler: Handler
+    opts: TaskOpts
+    is_async: bool
+
+
+@dataclass(slots=True)
+class QueueConfig:
+    concurrency: int
+    explicit: bool
+
+
+class Server:
+    """Producer and worker in one: register tasks, enqueue jobs, run them.
+
+    Args:
+        broker: A broker URL (resolved through the installed plugins) or a ``Broker`` object.
+        results: A results-store URL or a ``Results`` object.
+        logger: The logger for everything this server logs; ``tasqueue.*`` loggers by default.
+        plugins: Plugin objects (modules or instances with ``@hookimpl`` functions) to register
+            besides the installed ones.
+        load_entrypoints: Load installed plugins from the ``tasqueue`` entry-point group.
+        middleware: Middleware wrapping enqueue and processing, outermost first; plugin
+            middleware goes inside these.
+        backoff: The default delay between retries.
+        shutdown_timeout: Seconds a graceful stop lets running jobs finish before handing them back.
+        max_stalls: A job whose worker died (or lost its lease) more than this many times in one
+            attempt is parked as failed instead of being run again.
+        fetch_timeout: Seconds one broker fetch waits for work before asking again.
+
+    The Server owns its broker and results store: ``close()`` (or leaving ``async with``)
+    closes them.
+    """
+
+    def __init__(
+        self,
+        broker: str | Broker = "memory://",
+        results: str | Results = "memory://",
+        *,
+        logger: logging.Logger | None = None,
+        plugins: Iterable[object] = (),
+        load_entrypoints: bool = True,
+        middleware: Iterable[Middleware] = (),
+        backoff: Backoff | None = None,
+        shutdown_timeout: float = 30.0,
+        max_stalls: int = 3,
+        fetch_timeout: float = 5.0,
+    ) -> None:
+        if shutdown_timeout < 0:
+            msg = f"shutdown_timeout must be >= 0 seconds, got {shutdown_timeout}"
+            raise ValueError(msg)
+        if max_stalls < 0:
+            msg = f"max_stalls must be >= 0, got {max_stalls}"
+            raise ValueError(msg)
+        self.custom_logger = logger
+        self.log = logger or logging.getLogger("tasqueue.server")
+        self._plugins = PluginHost(plugins, load_entrypoints=load_entrypoints)
+        self.broker: Broker = self._plugins.brokers.create(broker) if isinstance(broker, str) else broker
+        self.results: Results = self._plugins.results.create(results) if isinstance(results, str) else results
+        self.middleware: tuple[Middleware, ...] = (*middleware, *self._plugins.middleware(self))
+        self.backoff = backoff or Backoff()
+        self.shutdown_timeout = float(shutdown_timeout)
+        self.max_stalls = max_stalls
+        self.fetch_timeout = float(fetch_timeout)
+        self.tasks: dict[str, RegisteredTask] = {}
+        self.queues: dict[str, QueueConfig] = {}
+        self._enqueue_one = compose_enqueue(self.middleware, self._enqueue_innermost)
+        self._enqueue_wrapped = has_enqueue_middleware(self.middleware)
+        self._worker: Any = None  # the running _worker.Worker, if any
+        self._sync: BlockingServer | None = None
+
+    # ---- tasks ---------------------------------------------------------------------------
+
+    def register_task(self, name: str, handler: Handler, opts: TaskOpts | None = None) -> None:
+        """Register ``handler`` for jobs whose task is ``name``.
+
+        Raises ``ValueError`` if ``name`` is taken, or if ``opts.concurrency`` differs from an
+        explicit concurrency that another task already set on the same queue.
+        """
+        opts = opts or TaskOpts()
+        if not name:
+            msg = "a task name must be a non-empty string"
+            raise ValueError(msg)
+        if not callable(handler):
+            msg = f"the handler of task {name!r} must be callable, got {type(handler).__name__}"
+            raise TypeError(msg)
+        if name in self.tasks:
+            msg = f"task {name!r} is already registered"
+            raise ValueError(msg)
+        if self._worker is not None:
+            msg = f"cannot register task {name!r} while the worker runs; register every task before start()"
+            raise RuntimeError(msg)
+        current = self.queues.get(opts.queue)
+        if opts.concurrency is not None:
+            if current is not None and current.explicit and current.concurrency != opts.concurrency:
+                msg = (
+                    f"queue {opts.queue!r} already has concurrency {current.concurrency}; task {name!r} "
+                    f"asks for {opts.concurrency}. Tasks on one queue share its concurrency: give the "
+                    "same value, leave it out, or use another queue"
+                )
+                raise ValueError(msg)
+            self.queues[opts.queue] = QueueConfig(opts.concurrency, explicit=True)
+        elif current is None:
+            self.queues[opts.queue] = QueueConfig(os.cpu_count() or 1, explicit=False)
+        self.tasks[name] = RegisteredTask(name, handler, opts, is_async_callable(handler))
+
+    def task(self, name: str, **opts: Any) -> Callable[[Handler], Handler]:
+        """Decorator form of ``register_task``: ``@srv.task("add", queue="q1", concurrency=5)``."""
+
+        def decorate(handler: Handler) -> Handler:
+            self.register_task(name, handler, TaskOpts(**opts))
+            return handler
+
+        return decorate
+
+    def get_tasks(self) -> list[str]:
+        """Names of the registered tasks."""
+        return list(self.tasks)
+
+    # ---- enqueue -------------------------------------------------------------------------
+
+    async def enqueue(self, job: Job) -> str:
+        """Store ``job`` as ``queued`` and publish it; return its id.
+
+        A job with ``opts.schedule`` starts a recurring schedule: the returned id is the first
+        run's and the one ``cancel_schedule`` takes. An id that is already stored is left as it
+        is (ids are idempotency keys).
+        """
+        return await self._enqueue_one(self._message(job))
+
+    async def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
+        """Enqueue several jobs with as few round trips as the backends allow; return their ids."""
+        return await self._enqueue_messages([self._message(job) for job in jobs])
+
+    async def enqueue_group(self, group: Group) -> str:
+        """Enqueue every job of ``group``; return the group id for ``get_group``."""
+        group_id = group.opts.id or str(uuid.uuid4())
+        messages = [self._message(job, group_id=group_id) for job in group.jobs]
+        doc = GroupMessage(id=group_id, job_status={m.id: JobStatus.QUEUED for m in messages})
+        await self._set(group_key(group_id), encode(doc))
+        await self._undo_on_error(self._enqueue_messages(messages), group_key(group_id))
+        return group_id
+
+    async def enqueue_chain(self, chain: Chain) -> str:
+        """Enqueue the first job of ``chain``, each next one to follow on success; return the chain id."""
+        chain_id = chain.opts.id or str(uuid.uuid4())
+        linked: Job | None = None
+        for job in reversed(chain.jobs):
+            # The chain's next job is always the first follow-up, which is how get_chain walks it.
+            linked = job if linked is None else msgspec.structs.replace(job, on_success=(linked, *job.on_success))
+        assert linked is not None  # Chain guarantees at least two jobs
+        first = self._message(linked, chain_id=chain_id)
+        await self._set(chain_key(chain_id), encode(ChainMessage(id=chain_id, job_id=first.id)))
+        await self._undo_on_error(self._enqueue_messages([first]), chain_key(chain_id))
+        return chain_id
+
+    async def _undo_on_error(self, enqueue: Awaitable[object], key: str) -> None:
+        """Await ``enqueue``; if it fails, delete the group/chain document written for it."""
+        try:
+            await enqueue
+        except BaseException:
+            await asyncio.shield(self.results.delete([key]))
+            raise
+
+    async def cancel_schedule(self, schedule_id: str) -> None:
+        """Stop a recurring job: runs not started yet are dropped when they come due."""
+        key = schedule_key(schedule_id)
+        found = await self.results.get_many([key])
+        if found[0] is None:
+            msg = f"no active schedule {schedule_id!r} (never created, or already cancelled)"
+            raise NotFoundError(msg)
+        await self.results.delete([key])
+
+    def _message(
+        self,
+        job: Job,
+        *,
+        id: str | None = None,
+        group_id: str = "",
+        chain_id: str = "",
+        prev_job_result: bytes | None = None,
+        schedule_id: str = "",
+    ) -> JobMessage:
+        """The message a new job starts life as."""
+        opts = job.opts
+        job_id = id or opts.id or str(uuid.uuid4())
+        now = datetime.now(UTC)
+        if opts.schedule and not schedule_id:
+            # A new schedule: its first run comes at the first fire time (not before any eta).
+            schedule_id = job_id
+            first = _schedule.next_fire(opts.schedule, max(now, opts.eta or now))
+            job = msgspec.structs.replace(job, opts=msgspec.structs.replace(opts, eta=first))
+        return JobMessage(
+            id=job_id,
+            queue=opts.queue,
+            schedule=opts.schedule,
+            max_retry=opts.max_retries,
+            prev_job_result=prev_job_result,
+            enqueued_at=now,
+            schedule_id=schedule_id,
+            group_id=group_id,
+            chain_id=chain_id,
+            job=job,
+        )
+
+    def follow_ups(self, parent: JobMessage, jobs: Sequence[Job], kind: str, result: bytes | None) -> list[JobMessage]:
+        """Messages for a finished job's ``on_success`` / ``on_error`` jobs, with stable ids."""
+        return [
+            self._message(
+                job,
+                id=job.opts.id or derived_id(parent.id, kind, n),
+                chain_id=parent.chain_id if n == 0 and kind == "on_success" else "",
+                prev_job_result=result,
+            )
+            for n, job in enumerate(jobs)
+        ]
+
+    def next_run(self, run: JobMessage) -> JobMessage:
+        """The message of a schedule's run after ``run``; the same one however often it is asked for."""
+        now = datetime.now(UTC)
+        fired = run.job.opts.eta or now
+        at = _schedule.next_fire(run.schedule, max(now, fired))
+        job = msgspec.structs.replace(run.job, opts=msgspec.structs.replace(run.job.opts, eta=at))
+        return self._message(job, id=derived_id(run.schedule_id, "run", at.isoformat()), schedule_id=run.schedule_id)
+
+    async def _enqueue_messages(self, messages: Sequence[JobMessage]) -> list[str]:
+        if not self._enqueue_wrapped:
+            await self._store_and_publish(messages)
+            return [m.id for m in messages]
+        return [await self._enqueue_one(m) for m in messages]
+
+    async def _enqueue_innermost(self, message: JobMessage) -> str:
+        await self._store_and_publish([message])
+        return message.id
+
+    async def _store_and_publish(self, messages: Sequence[JobMessage]) -> None:
+        """Store each message as ``queued`` unless its id exists, then publish what was stored.
+
+        If publishing fails, the records just written are deleted again, so no ``queued`` job
+        is left behind that no broker holds.
+        """
+        if not messages:
+            return
+        data = [encode(m) for m in messages]
+        writes = [Write(job_key(m.id), d, version=0) for m, d in zip(messages, data, strict=True)]
+        writes += [Write(schedule_key(m.id), d, persist=True) for m, d in zip(messages, data, strict=True) if m.schedule_id == m.id]
+        written = await self.results.set_many(writes)
+        fresh = [m.id for m, ok in zip(messages, written, strict=False) if ok]
+        # An id that exists is someone's earlier enqueue. If that one still says queued, its
+        # publish may have been lost (a crash in between): publish again; brokers skip ids they hold.
+        dupes = [m for m, ok in zip(messages, written, strict=False) if not ok]
+        republish: set[str] = set()
+        if dupes:
+            stored = await self.results.get_many([job_key(m.id) for m in dupes])
+            for m, raw in zip(dupes, stored, strict=True):
+                if raw is not None and _status_of(raw) is JobStatus.QUEUED:
+                    republish.add(m.id)
+            self.log.debug("enqueue skipped %d job(s) whose id already exists", len(dupes) - len(republish))
+        by_queue: dict[str, list[Envelope]] = {}
+        now = datetime.now(UTC)
+        for m, d, ok in zip(messages, data, written, strict=False):
+            if ok or m.id in republish:
+                eta = m.job.opts.eta
+                delay = (eta - now).total_seconds() if eta is not None else 0.0
+                by_queue.setdefault(m.queue, []).append(Envelope(m.id, d, max(delay, 0.0)))
+        try:
+            for queue, envelopes in by_queue.items():
+                await self.broker.enqueue(queue, envelopes)
+        except BaseException as exc:
+            if fresh:
+                await asyncio.shield(self._forget(fresh))
+            if isinstance(exc, TasqueueError) or not isinstance(exc, Exception):
+                raise
+            msg = f"could not publish {len(messages)} job(s): {exc}"
+            raise BrokerError(msg) from exc
+
+    async def _forget(self, ids: list[str]) -> None:
+        try:
+            await self.results.delete([job_key(i) for i in ids])
+        except Exception:
+            self.log.exception("could not delete the records of %d job(s) whose publish failed", len(ids))
+
+    async def _set(self, key: str, value: bytes) -> None:
+        await self.results.set(key, value)
+
+    # ---- queries -------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> JobMessage:
+        """The stored message of a job: status, retries, last error, and the job itself."""
+        try:
+            return decode_job(await self.results.get(job_key(job_id)))
+        except NotFoundError:
+            msg = f"job {job_id!r} not found (never enqueued, expired, or deleted)"
+            raise NotFoundError(msg) from None
+
+    async def get_result(self, job_id: str) -> bytes:
+        """The result a job saved (returned bytes, or ``ctx.save``); ``NotFoundError`` if none."""
+        try:
+            return await self.results.get(result_key(job_id))
+        except NotFoundError:
+            msg = f"no result for job {job_id!r} (not finished, saved nothing, expired, or deleted)"
+            raise NotFoundError(msg) from None
+
+    async def delete_job(self, job_id: str) -> None:
+        """Delete a job's message, result and success/failed entries (a queued run still runs)."""
+        await self.results.delete([job_key(job_id), result_key(job_id)], ids=[job_id])
+
+    async def get_pending(self, queue: str = DEFAULT_QUEUE) -> list[JobMessage]:
+        """Jobs of ``queue`` waiting for a worker (ready or delayed), oldest first."""
+        pending: list[JobMessage] = []
+        for raw in await self.broker.get_pending(queue):
+            try:
+                pending.append(decode_job(raw))
+            except DecodeErrors:
+                self.log.warning("an undecodable message is pending on queue %r; a worker will park it as failed", queue)
+        return pending
+
+    async def get_success(self) -> list[str]:
+        """Ids of successful jobs, oldest first."""
+        return await self.results.get_success()
+
+    async def get_failed(self) -> list[str]:
+        """Ids of failed jobs, oldest first."""
+        return await self.results.get_failed()
+
+    async def wait(self, job_id: str, *, timeout: float | None = None, poll: float = 0.05) -> JobMessage:
+        """Wait until a job is ``successful`` or ``failed`` and return its message.
+
+        Polls the results store every ``poll`` seconds; raises ``TimeoutError`` after ``timeout``.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    message = await self.get_job(job_id)
+                except NotFoundError:
+                    pass
+                else:
+                    if message.status in _TERMINAL:
+                        return message
+                await asyncio.sleep(poll)
+
+    async def get_group(self, group_id: str) -> GroupMessage:
+        """A group's status, recomputed from its jobs: failed if one failed, successful if all did."""
+        doc = await self._load(group_key(group_id), decode_group, "group", group_id)
+        if doc.status in _TERMINAL:
+            return doc
+        open_ids = [i for i, s in doc.job_status.items() if s not in _TERMINAL]
+        statuses = dict(doc.job_status)
+        for job_id, raw in zip(open_ids, await self.results.get_many([job_key(i) for i in open_ids]), strict=True):
+            if raw is not None:
+                statuses[job_id] = _status_of(raw)
+        values = statuses.values()
+        if any(s is JobStatus.FAILED for s in values):
+            status = JobStatus.FAILED
+        elif all(s is JobStatus.SUCCESSFUL for s in values):
+            status = JobStatus.SUCCESSFUL
+        else:
+            status = JobStatus.PROCESSING
+        updated = GroupMessage(id=doc.id, status=status, job_status=statuses)
+        if updated != doc:
+            await self._set(group_key(group_id), encode(updated))
+        return updated
+
+    async def get_chain(self, chain_id: str) -> ChainMessage:
+        """A chain's status, found by walking from its current job along the finished ones."""
+        doc = await self._load(chain_key(chain_id), decode_chain, "chain", chain_id)
+        if doc.status in _TERMINAL:
+            return doc
+        job_id, prev, status = doc.job_id, list(doc.prev_jobs), doc.status
+        while True:
+            try:
+                message = decode_job(await self.results.get(job_key(job_id)))
+            except NotFoundError:
+                break
+            if message.status is JobStatus.SUCCESSFUL:
+                prev.append(job_id)
+                if message.on_success_ids:
+                    job_id, status = message.on_success_ids[0], JobStatus.PROCESSING
+                    continue
+                status = JobStatus.SUCCESSFUL
+            elif message.status is JobStatus.FAILED:
+                status = JobStatus.FAILED
+            elif prev or message.status is not JobStatus.QUEUED:
+                status = JobStatus.PROCESSING
+            break
+        updated = ChainMessage(id=doc.id, status=status, job_id=job_id, prev_jobs=prev)
+        if updated != doc:
+            await self._set(chain_key(chain_id), encode(updated))
+        return updated
+
+    async def _load(self, key: str, decode: Callable[[bytes], Any], kind: str, id_: str) -> Any:
+        try:
+            return decode(await self.results.get(key))
+        except NotFoundError:
+            msg = f"{kind} {id_!r} not found (never enqueued, expired, or deleted)"
+            raise NotFoundError(msg) from None
+
+    # ---- running -------------------------------------------------------------------------
+
+    async def start(self, *, handle_signals: bool = True) -> None:
+        """Run the worker until ``stop()``, cancellation, or SIGINT/SIGTERM; then shut down gracefully.
+
+        A graceful shutdown stops fetching, lets running jobs finish within
+        ``shutdown_timeout`` and hands the rest back to the broker without counting a retry.
+        A second signal skips the wait.
+        """
+        from tasqueue._worker import Worker
+
+        if not self.tasks:
+            msg = "no tasks are registered: register handlers with register_task() or @srv.task before start()"
+            raise ConfigurationError(msg)
+        if self._worker is not None:
+            msg = "this Server's worker is already running"
+            raise RuntimeError(msg)
+        worker = self._worker = Worker(self)
+        installed = self._install_signals(worker) if handle_signals else []
+        try:
+            await worker.run()
+        finally:
+            loop = asyncio.get_running_loop()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            self._worker = None
+
+    async def stop(self) -> None:
+        """Ask the running worker to shut down gracefully and wait until it has."""
+        worker = self._worker
+        if worker is not None:
+            await worker.stop()
+
+    async def close(self) -> None:
+        """Stop the worker if it runs, then close the broker and the results store."""
+        await self.stop()
+        try:
+            await self.broker.close()
+        finally:
+            await self.results.close()
+
+    def run(self) -> None:
+        """Run the worker from synchronous code until SIGINT/SIGTERM (a ``main()`` entry point)."""
+
+        async def main() -> None:
+            async with self:
+                await self.start()
+
+        asyncio.run(main())
+
+    @property
+    def sync(self) -> BlockingServer:
+        """This server's blocking twin, for synchronous code: ``srv.sync.enqueue(job)``."""
+        if self._sync is None:
+            from tasqueue.sync import BlockingServer
+
+            self._sync = BlockingServer(self)
+        return self._sync
+
+    @property
+    def running_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the worker runs on, while it runs."""
+        return None if self._worker is None else self._worker.loop
+
+    def _install_signals(self, worker: Any) -> list[signal.Signals]:
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, worker.signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                # Not the main thread, or a platform without signal support: stop() still works.
+                break
+            installed.append(sig)
+        return installed
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"Server(broker={type(self.broker).__name__}, results={type(self.results).__name__}, tasks={self.get_tasks()})"
+
+
+_status_decoder = msgspec.msgpack.Decoder(msgspec.defstruct("_StatusOnly", [("status", JobStatus, JobStatus.QUEUED)]))
+
+
+def _status_of(raw: bytes) -> JobStatus:
+    """The status in a stored job message, without decoding the rest."""
+    status: JobStatus = _status_decoder.decode(raw).status
+    return status

@@ -1,0 +1,138 @@
+"""What a worker runs: handler types, per-task options (``TaskOpts``) and the handler's ``JobCtx``."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from tasqueue.jobs import DEFAULT_QUEUE, Backoff
+
+if TYPE_CHECKING:
+    from tasqueue.messages import JobMessage
+    from tasqueue.results import Results
+
+__all__ = [
+    "AsyncHandler",
+    "Callback",
+    "ErrorCallback",
+    "Handler",
+    "JobCtx",
+    "SyncHandler",
+    "TaskOpts",
+]
+
+AsyncHandler: TypeAlias = Callable[[bytes, "JobCtx"], Awaitable[bytes | None]]
+SyncHandler: TypeAlias = Callable[[bytes, "JobCtx"], bytes | None]
+#: ``handler(payload, ctx)``: return bytes (or ``await ctx.save(b)``) to save a result, raise to fail.
+Handler: TypeAlias = AsyncHandler | SyncHandler
+#: ``cb(ctx)``, sync or async.
+Callback: TypeAlias = Callable[["JobCtx"], Awaitable[None] | None]
+#: ``cb(ctx, exc)``, sync or async.
+ErrorCallback: TypeAlias = Callable[["JobCtx", BaseException], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskOpts:
+    """Options of a registered task.
+
+    Attributes:
+        concurrency: How many jobs of this task's queue a worker runs at once; all tasks of one
+            queue share it. ``None`` takes the queue's existing setting, or ``os.cpu_count()``.
+        queue: The queue the task's jobs are consumed from.
+        backoff: Delay between retries for this task's jobs (a job's own ``JobOpts.backoff``
+            wins); the server's default when ``None``.
+        success_cb: Called after the handler succeeded, before ``on_success`` jobs are enqueued.
+        processing_cb: Called when a run starts, before the handler.
+        retrying_cb: Called with the exception when a failed run will be retried.
+        failed_cb: Called with the exception when the job failed for good.
+
+    Callbacks may be plain functions (they run on the event loop, so keep them quick) or
+    coroutine functions. An exception in a callback is logged and does not change the outcome.
+    """
+
+    concurrency: int | None = None
+    queue: str = DEFAULT_QUEUE
+    backoff: Backoff | None = None
+    success_cb: Callback | None = None
+    processing_cb: Callback | None = None
+    retrying_cb: ErrorCallback | None = None
+    failed_cb: ErrorCallback | None = None
+
+    def __post_init__(self) -> None:
+        if self.concurrency is not None and (not isinstance(self.concurrency, int) or self.concurrency < 1):
+            msg = f"TaskOpts.concurrency must be an int >= 1, got {self.concurrency!r}"
+            raise ValueError(msg)
+        if not self.queue:
+            msg = "TaskOpts.queue must be a non-empty string"
+            raise ValueError(msg)
+
+
+def is_async_callable(fn: object) -> bool:
+    """Whether calling ``fn`` returns a coroutine (functions, partials, objects with async ``__call__``)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004 - we need the method, not callable()
+
+
+class JobCtx:
+    """What a handler gets besides its payload: the job's ``meta``, saving results, cancellation.
+
+    ``ctx.meta`` is the job's ``JobMessage`` (a ``Meta``) as of this run. ``await ctx.save(b)``
+    stores ``b`` as the job's result right away (handlers may also just return bytes).
+    ``ctx.cancelled`` turns true when the run is cancelled (timeout, shutdown, lost lease):
+    async handlers see ``asyncio.CancelledError``; sync handlers, which run in a thread and
+    cannot be interrupted, should poll it in long loops.
+    """
+
+    __slots__ = ("_cancelled", "_loop", "_result_key", "_results", "_saved", "meta")
+
+    def __init__(self, meta: JobMessage, results: Results, result_key: str) -> None:
+        self.meta = meta
+        self._results = results
+        self._result_key = result_key
+        self._saved: bytes | None = None
+        self._cancelled = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """True once this run has been cancelled (timeout, shutdown, or its lease was lost)."""
+        return self._cancelled.is_set()
+
+    @property
+    def saved(self) -> bytes | None:
+        """The last result saved with ``save`` in this run, if any."""
+        return self._saved
+
+    async def save(self, result: bytes) -> None:
+        """Store ``result`` as this job's result now; the next chain job sees the last one saved."""
+        if not isinstance(result, bytes):
+            msg = f"ctx.save takes bytes, got {type(result).__name__}"
+            raise TypeError(msg)
+        await self._results.set(self._result_key, result)
+        self._saved = result
+
+    def save_sync(self, result: bytes) -> None:
+        """``save`` for sync handlers, which run in a worker thread; blocks until stored."""
+        if self._loop is None:
+            msg = "ctx.save_sync is for sync handlers running in a worker thread; use `await ctx.save(...)`"
+            raise RuntimeError(msg)
+        asyncio.run_coroutine_threadsafe(self.save(result), self._loop).result()
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def _cancel(self) -> None:
+        self._cancelled.set()
+
+    def __repr__(self) -> str:
+        return f"JobCtx(id={self.meta.id!r}, task={self.meta.job.task!r}, status={self.meta.status!s})"
+
+
+async def call_maybe_async(fn: Callable[..., Any], *args: Any) -> None:
+    """Call a sync or async callback and wait for it."""
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        await result
