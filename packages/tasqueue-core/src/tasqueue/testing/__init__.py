@@ -1,0 +1,42 @@
+"""The backend conformance kit: one pytest suite every broker and results store must pass.
+
+A backend's whole conformance test is a subclass per suite and one fixture that yields a fresh,
+empty, connected backend::
+
+    import pytest_asyncio
+    from tasqueue.testing import BrokerSuite, ResultsSuite, ServerSuite
+
+    class TestMyBroker(BrokerSuite):
+        @pytest_asyncio.fixture
+        async def broker(self):
+            b = MyBroker(url, visibility_timeout=1.0)   # a short lease keeps the suite quick
+            yield b
+            await b.close()
+
+    class TestMyResults(ResultsSuite):
+        @pytest_asyncio.fixture
+        async def results_factory(self):
+            made = []
+            async def make(*, expiry: float | None = 60.0):
+                store = MyResults(url, expiry=expiry)   # empty
+                made.append(store)
+                return store
+            yield make
+            for store in made:
+                await store.close()
+
+    class TestMyServer(ServerSuite):
+        ...  # both fixtures above: `broker` and `results_factory`
+
+What a backend cannot do is declared, not left to fail: set ``capabilities =
+Capabilities(delayed=False)`` on the subclass and the tests that need it are skipped with
+that reason. Install with ``pip install tasqueue-core[testing]``; the suites need pytest and
+pytest-asyncio.
+"""
+
+from tasqueue.testing._broker import BrokerSuite
+from tasqueue.testing._common import Capabilities, ResultsFactory, eventually, running
+from tasqueue.testing._results import ResultsSuite
+from tasqueue.testing._server import ServerSuite
+
+__all__ = ["BrokerSuite", "Capabilities", "ResultsFactory", "ResultsSuite", "ServerSuite", "eventually", "running"]

@@ -1,0 +1,71 @@
+"""Pieces the suites share: declared capabilities, waiting for a condition, a running worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import pytest
+
+from tasqueue.results import Results
+from tasqueue.server import Server
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend supports; a test needing a missing capability is skipped, not failed.
+
+    Attributes:
+        delayed: Messages can be published with a delay (``Envelope.delay``, job ``eta``, retry backoff).
+        dedupe: ``enqueue`` skips an id the broker already holds.
+        lease_expiry: An unsettled lease runs out after ``visibility_timeout`` and the message
+            is delivered again.
+        expiry: The results store expires keys and list entries after its ``expiry``.
+    """
+
+    delayed: bool = True
+    dedupe: bool = True
+    lease_expiry: bool = True
+    expiry: bool = True
+
+    def require(self, name: str) -> None:
+        if not getattr(self, name):
+            pytest.skip(f"the backend declares no support for {name!r} (Capabilities.{name}=False)")
+
+
+class ResultsFactory(Protocol):
+    """Builds an empty, connected results store; ``expiry`` is its retention in seconds."""
+
+    def __call__(self, *, expiry: float | None = 60.0) -> Awaitable[Results]: ...
+
+
+async def eventually(check: Callable[[], Awaitable[T | None] | T | None], *, timeout: float = 10.0, every: float = 0.02) -> T:
+    """Call ``check`` until it returns something truthy, and return that; fail after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value  # type: ignore[return-value]
+            await asyncio.sleep(every)
+
+
+@contextlib.asynccontextmanager
+async def running(server: Server) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``server``'s worker in the background for the body of an ``async with``."""
+    task = asyncio.create_task(server.start(handle_signals=False))
+    await eventually(lambda: server.running_loop is not None or task.done())
+    if task.done():
+        task.result()  # raise what start() raised
+    try:
+        yield task
+    finally:
+        await server.stop()
+        await task
