@@ -1,0 +1,78 @@
+"""Sessions: `nox` runs tests of every package, integration, lint, typecheck and the quickstart.
+
+Each `tests-<package>` session installs only that package (and core) so that a missing
+dependency shows up there, not in a neighbour's environment. `nox -s bench` runs the
+benchmarks, which are not part of the default run.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.error_on_missing_interpreters = True
+nox.needs_version = ">=2024.3.2"
+
+CORE = "./packages/tasqueue-core[testing]"
+TEST_TOOLS = ("pytest>=8", "pytest-asyncio>=1.0", "pytest-timeout>=2.3")
+# Extra test-only dependencies per package (their runtime dependencies come from their pyproject).
+EXTRA = {
+    "core": (),
+    "redis": (),
+    "otel": ("./packages/tasqueue-redis",),  # the cross-process trace test runs over a real Redis
+}
+
+
+def _tests(package: str) -> None:
+    @nox.session(name=f"tests-{package}")
+    def session(session: nox.Session) -> None:
+        session.install("-e", CORE, *TEST_TOOLS)
+        if package != "core":
+            session.install("-e", f"./packages/tasqueue-{package}")
+        for extra in EXTRA[package]:
+            session.install("-e", extra)
+        session.run("pytest", f"tests/{package}", *session.posargs)
+
+
+for _package in EXTRA:
+    _tests(_package)
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """What needs every package at once: entry points, hook docs, end to end."""
+    session.install("-e", CORE, *TEST_TOOLS)
+    for package in ("redis", "otel"):
+        session.install("-e", f"./packages/tasqueue-{package}")
+    session.run("pytest", "tests/integration", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.8")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install("mypy>=1.13", "-e", CORE, *TEST_TOOLS)
+    for package in ("redis", "otel"):
+        session.install("-e", f"./packages/tasqueue-{package}")
+    session.run("mypy", "packages/tasqueue-core/src", "packages/tasqueue-redis/src", "packages/tasqueue-otel/src")
+
+
+@nox.session
+def quickstart(session: nox.Session) -> None:
+    """The README's first command, in a clean environment with nothing but tasqueue-core."""
+    session.install("./packages/tasqueue-core")
+    session.run("python", "examples/quickstart.py")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Throughput, latency and memory benchmarks (minutes; not part of `nox`)."""
+    session.install("-e", CORE)
+    for package in ("redis", "otel"):
+        session.install("-e", f"./packages/tasqueue-{package}")
+    session.run("python", "benchmarks/run.py", *session.posargs)
