@@ -1,11 +1,13 @@
 """The consumer half of a Server: fetch, run, record, settle.
 
 One fetch loop per queue leases up to as many jobs as the queue has free slots and starts a
-task per job (``Worker._run``). Status and result writes go through ``_Flusher``, which batches
-the writes of every job that finished meanwhile into one ``set_many`` and then acks their
-deliveries: the results store sees the outcome before the broker forgets the job, and the hot
-path costs two round trips per batch, not per job. A heartbeat renews the leases of everything
-in flight, so a long job is never taken by another worker while this one lives.
+task per job (``Worker._run``). A run's outcome is never written inline: it goes to
+``_Settler``, which batches the writes of every job finished meanwhile into one ``set_many``
+and then acks (or gives back) their deliveries. So the results store always sees an outcome
+before the broker forgets the job, the hot path costs two round trips per batch rather than
+per job, and a handler's slot is free for the next job while the previous outcome is written.
+A heartbeat renews the leases of everything in flight, so a long job is never taken by
+another worker while this one lives.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import asyncio
 import contextvars
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 
@@ -37,7 +39,7 @@ from tasqueue.jobs import Job
 from tasqueue.messages import JobMessage, JobStatus
 from tasqueue.middleware import compose_process
 from tasqueue.results import Write
-from tasqueue.tasks import JobCtx, call_maybe_async
+from tasqueue.tasks import AsyncHandler, JobCtx, SyncHandler, call_maybe_async
 
 if TYPE_CHECKING:
     from tasqueue.server import RegisteredTask, Server
@@ -51,9 +53,9 @@ _RETRY_MIN, _RETRY_MAX = 0.05, 5.0
 
 
 class _Run:
-    """One job in flight: its delivery, the task running it, and why it may be cancelled."""
+    """One job in flight: its delivery and why its task may be cancelled."""
 
-    __slots__ = ("ctx", "delivery", "lost", "queue", "released", "settling")
+    __slots__ = ("ctx", "delivery", "lost", "queue", "released")
 
     def __init__(self, queue: str, delivery: Delivery) -> None:
         self.queue = queue
@@ -61,82 +63,117 @@ class _Run:
         self.ctx: JobCtx | None = None
         self.lost = False  # the broker gave the lease away: leave the job to whoever has it
         self.released = False  # shutdown cut it short: hand it back, never mark it successful
-        self.settling = False  # the handler is done; only the writes and the ack are left
 
 
-class _Flusher:
-    """Group commit: batch status/result writes of many jobs, then ack their deliveries."""
+class _Outcome:
+    """How one delivery ends: ack it, or give it back with new data after a delay."""
+
+    __slots__ = ("data", "delay", "delivery", "nack", "queue")
+
+    def __init__(self, queue: str, delivery: Delivery, nack: bool = False, data: bytes | None = None, delay: float = 0.0):
+        self.queue = queue
+        self.delivery = delivery
+        self.nack = nack
+        self.data = data
+        self.delay = delay
+
+
+class _Settler:
+    """Group commit: write the outcomes of many jobs in one batch, then settle their deliveries."""
 
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
-        self._writes: list[Write] = []
+        self._writes: dict[str, Write] = {}
         self._success: list[str] = []
         self._failed: list[str] = []
-        self._acks: dict[str, list[Delivery]] = {}
-        self._waiters: list[asyncio.Future[None]] = []
+        self._outcomes: list[_Outcome] = []
+        self._in_flight: list[_Outcome] = []
         self._wakeup = asyncio.Event()
+        self._closing = False
+        self.pending: dict[str, int] = {}
 
     def write(self, write: Write) -> None:
-        """Queue a write without waiting for it (a ``processing`` status)."""
-        self._writes.append(write)
+        """Queue a write; within one batch only the newest version of a key is sent."""
+        current = self._writes.get(write.key)
+        if (
+            current is not None
+            and write.version is not None
+            and current.version is not None
+            and current.version > write.version
+        ):
+            return
+        # Re-insert so that keys keep the order of their last write.
+        self._writes.pop(write.key, None)
+        self._writes[write.key] = write
         self._wakeup.set()
 
-    def commit(
-        self,
-        writes: Sequence[Write],
-        *,
-        success: str | None = None,
-        failed: str | None = None,
-        ack: tuple[str, Delivery] | None = None,
-    ) -> asyncio.Future[None]:
-        """Queue writes (and an ack that must follow them); the future resolves once done."""
-        self._writes.extend(writes)
-        if success is not None:
+    def settle(self, outcome: _Outcome, writes: Sequence[Write] = (), *, success: str = "", failed: str = "") -> None:
+        """Queue an outcome: its writes go first, then the delivery is acked or given back."""
+        for w in writes:
+            self.write(w)
+        if success:
             self._success.append(success)
-        if failed is not None:
+        if failed:
             self._failed.append(failed)
-        if ack is not None:
-            self._acks.setdefault(ack[0], []).append(ack[1])
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        self._outcomes.append(outcome)
+        self.pending[outcome.queue] = self.pending.get(outcome.queue, 0) + 1
         self._wakeup.set()
-        return waiter
+
+    def deliveries(self) -> list[tuple[str, Delivery]]:
+        """Deliveries whose outcome is not settled yet: their leases still need renewing."""
+        return [(o.queue, o.delivery) for o in (*self._outcomes, *self._in_flight)]
 
     async def run(self) -> None:
+        """Flush whenever something is queued; after ``close()``, until nothing is left."""
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             await self.flush()
+            if self._closing and not (self._writes or self._outcomes):
+                return
+
+    def close(self) -> None:
+        self._closing = True
+        self._wakeup.set()
 
     async def flush(self) -> None:
-        """Write everything queued so far, then ack; retries writes until they succeed."""
-        writes, success, failed = self._writes, self._success, self._failed
-        acks, waiters = self._acks, self._waiters
-        if not (writes or success or failed or acks or waiters):
+        """Write everything queued so far, then settle; retries writes until they succeed."""
+        if not (self._writes or self._success or self._failed or self._outcomes):
             return
-        self._writes, self._success, self._failed, self._acks, self._waiters = [], [], [], {}, []
+        writes, success, failed = list(self._writes.values()), self._success, self._failed
+        outcomes = self._in_flight = self._outcomes
+        self._writes, self._success, self._failed, self._outcomes = {}, [], [], []
         worker = self._worker
         delay = _RETRY_MIN
-        while writes or success or failed:
+        while True:
             try:
                 await worker.results.set_many(writes, success=success, failed=failed)
                 break
             except Exception:
                 # Retrying is safe: versioned writes and list adds are idempotent. Until it
                 # works the jobs stay leased (the heartbeat renews them) and fetching pauses.
-                worker.log.exception("could not write %d job status(es); retrying in %.2fs", len(writes), delay)
+                worker.log.exception("could not write the outcome of %d job(s); retrying in %.2fs", len(outcomes), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
-        for queue, deliveries in acks.items():
-            try:
+        acks: dict[str, list[Delivery]] = {}
+        for o in outcomes:
+            if not o.nack:
+                acks.setdefault(o.queue, []).append(o.delivery)
+        try:
+            for queue, deliveries in acks.items():
                 await worker.broker.ack(queue, deliveries)
-            except Exception:
-                # The outcome is stored; an unacked job comes back after its lease and is
-                # recognised as finished (Worker._finished_before) instead of being run again.
-                worker.log.exception("could not ack %d job(s) on queue %r", len(deliveries), queue)
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+            for o in outcomes:
+                if o.nack:
+                    await worker.broker.nack(o.queue, o.delivery, data=o.data, delay=o.delay)
+        except Exception:
+            # The outcome is stored; a job left unsettled comes back after its lease and is
+            # recognised as finished (Worker._finished_before) instead of being run again.
+            worker.log.exception("could not settle %d delivery(ies) with the broker", len(outcomes))
+        finally:
+            self._in_flight = []
+            for o in outcomes:
+                self.pending[o.queue] -= 1
+                worker.slot_freed(o.queue)
 
 
 class Worker:
@@ -150,11 +187,10 @@ class Worker:
         self.log = server.custom_logger or logging.getLogger("tasqueue.worker")
         self.loop: asyncio.AbstractEventLoop | None = None
         self._process = compose_process(server.middleware, self._call_handler)
-        self._flusher = _Flusher(self)
+        self._settler = _Settler(self)
         self._runs: dict[asyncio.Task[None], _Run] = {}
         self._running: dict[str, int] = dict.fromkeys(server.queues, 0)
-        self._settling: dict[str, int] = dict.fromkeys(server.queues, 0)
-        self._slot_freed: dict[str, asyncio.Event] = {q: asyncio.Event() for q in server.queues}
+        self._slot_events: dict[str, asyncio.Event] = {q: asyncio.Event() for q in server.queues}
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
         self._hard_stop = False
@@ -166,7 +202,7 @@ class Worker:
 
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
-        flusher = asyncio.create_task(self._flusher.run(), name="tasqueue-flusher")
+        settler = asyncio.create_task(self._settler.run(), name="tasqueue-settler")
         heartbeat = asyncio.create_task(self._heartbeat(), name="tasqueue-heartbeat")
         consumers = [
             asyncio.create_task(self._consume(queue, cfg.concurrency), name=f"tasqueue-consume:{queue}")
@@ -181,7 +217,7 @@ class Worker:
             await self._stop_requested.wait()
         finally:
             # Cancelled from outside (or stopped): shut down gracefully either way.
-            await asyncio.shield(self._shutdown(consumers, heartbeat, flusher))
+            await asyncio.shield(self._shutdown(consumers, heartbeat, settler))
 
     async def stop(self) -> None:
         self._stop_requested.set()
@@ -196,7 +232,7 @@ class Worker:
             self.log.info("%s: finishing running jobs (up to %ss), then stopping", sig.name, self.server.shutdown_timeout)
         self._stop_requested.set()
 
-    async def _shutdown(self, consumers: list[asyncio.Task[None]], heartbeat: asyncio.Task[None], flusher: asyncio.Task[None]) -> None:
+    async def _shutdown(self, consumers: list[asyncio.Task[None]], heartbeat: asyncio.Task[None], settler: asyncio.Task[None]) -> None:
         try:
             for task in consumers:
                 task.cancel()
@@ -208,16 +244,21 @@ class Worker:
                     self.log.warning("shutdown: handing %d unfinished job(s) back to the broker", len(pending))
             self._release_all()
             if self._runs:
-                # What is left is settling (its writes are being retried) or handing back; give it
-                # a bounded time, then leave those jobs to come back when their leases run out.
+                # Handing back takes a write and a nack each; give it a bounded time, then leave
+                # those jobs to come back when their leases run out.
                 _, stuck = await asyncio.wait(list(self._runs), timeout=max(self.server.shutdown_timeout, 5.0))
                 for task in stuck:
                     task.cancel()
                 await asyncio.gather(*stuck, return_exceptions=True)
+            # The outcomes of finished jobs are written while the heartbeat still renews their leases.
+            self._settler.close()
+            _, stuck = await asyncio.wait([settler], timeout=max(self.server.shutdown_timeout, 5.0))
+            if stuck:
+                self.log.error("shutdown: could not write the outcome of finished jobs; they will be redelivered")
+                settler.cancel()
+                await asyncio.gather(settler, return_exceptions=True)
             heartbeat.cancel()
-            flusher.cancel()
-            await asyncio.gather(heartbeat, flusher, return_exceptions=True)
-            await self._flusher.flush()
+            await asyncio.gather(heartbeat, return_exceptions=True)
         finally:
             if self._executor is not None:
                 # Threads cannot be interrupted; one still running finishes in the background.
@@ -227,7 +268,7 @@ class Worker:
 
     def _release_all(self) -> None:
         for task, run in self._runs.items():
-            if not run.settling and not run.released:
+            if not run.released:
                 run.released = True
                 if run.ctx is not None:
                     run.ctx._cancel()
@@ -235,13 +276,19 @@ class Worker:
 
     # ---- fetching ------------------------------------------------------------------------
 
+    def slot_freed(self, queue: str) -> None:
+        self._slot_events[queue].set()
+
     async def _consume(self, queue: str, concurrency: int) -> None:
-        freed = self._slot_freed[queue]
+        freed = self._slot_events[queue]
+        # Finished jobs whose outcome is still being written hold no handler slot; cap them so a
+        # slow or unreachable results store pauses fetching instead of piling up work.
+        settle_limit = max(concurrency * 4, 256)
+        pending = self._settler.pending
         delay = _RETRY_MIN
         while True:
             free = concurrency - self._running[queue]
-            # Settling jobs hold no handler slot, but cap them so a slow store cannot pile up work.
-            if free <= 0 or self._settling[queue] >= concurrency:
+            if free <= 0 or pending.get(queue, 0) >= settle_limit:
                 freed.clear()
                 await freed.wait()
                 continue
@@ -253,29 +300,19 @@ class Worker:
                 delay = min(delay * 2, _RETRY_MAX)
                 continue
             delay = _RETRY_MIN
+            self._running[queue] += len(deliveries)
             for delivery in deliveries:
                 run = _Run(queue, delivery)
-                self._running[queue] += 1
                 task = asyncio.create_task(self._run(run))
                 self._runs[task] = run
                 task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         run = self._runs.pop(task)
-        if run.settling:
-            self._settling[run.queue] -= 1
-        else:
-            self._running[run.queue] -= 1
-        self._slot_freed[run.queue].set()
+        self._running[run.queue] -= 1
+        self._slot_events[run.queue].set()
         if not task.cancelled() and task.exception() is not None:
             self.log.error("internal error handling job %s", run.delivery.id, exc_info=task.exception())
-
-    def _settle_slot(self, run: _Run) -> None:
-        """The handler is done: free its slot for the next job while the outcome is written."""
-        run.settling = True
-        self._running[run.queue] -= 1
-        self._settling[run.queue] += 1
-        self._slot_freed[run.queue].set()
 
     async def _heartbeat(self) -> None:
         interval = self.broker.visibility_timeout / 3
@@ -284,6 +321,8 @@ class Worker:
             by_queue: dict[str, list[Delivery]] = {}
             for run in self._runs.values():
                 by_queue.setdefault(run.queue, []).append(run.delivery)
+            for queue, delivery in self._settler.deliveries():
+                by_queue.setdefault(queue, []).append(delivery)
             for queue, deliveries in by_queue.items():
                 try:
                     lost = await self.broker.extend(queue, deliveries)
@@ -296,7 +335,7 @@ class Worker:
     def _lost(self, lost: list[Delivery]) -> None:
         gone = {id(d) for d in lost}
         for task, run in self._runs.items():
-            if id(run.delivery) in gone and not run.settling:
+            if id(run.delivery) in gone:
                 self.log.warning("lost the lease on job %s (another worker may run it); cancelling this run", run.delivery.id)
                 run.lost = True
                 if run.ctx is not None:
@@ -307,11 +346,10 @@ class Worker:
 
     async def _run(self, run: _Run) -> None:
         d = run.delivery
-        queue = run.queue
         try:
             msg = decode_job(d.data)
         except DecodeErrors as exc:
-            await self._bury(run, exc)
+            self._bury(run, exc)
             return
         if d.deliveries > 1:
             if await self._finished_before(run, msg):
@@ -329,15 +367,8 @@ class Worker:
         if msg.schedule_id and msg.retried == 0 and not await self._schedule_next(run, msg):
             return
 
-        processing = replace(
-            msg,
-            status=JobStatus.PROCESSING,
-            processed_at=datetime.now(UTC),
-            stalls=d.deliveries - 1,
-        )
-        self._flusher.write(
-            Write(job_key(msg.id), encode(processing), version=self._version(processing, d, PHASE_RUNNING))
-        )
+        processing = replace(msg, status=JobStatus.PROCESSING, processed_at=datetime.now(UTC), stalls=d.deliveries - 1)
+        self._settler.write(Write(job_key(msg.id), encode(processing), version=self._version(processing, d, PHASE_RUNNING)))
         ctx = run.ctx = JobCtx(processing, self.results, result_key(msg.id))
         opts = task.opts
         try:
@@ -345,8 +376,8 @@ class Worker:
                 await self._callback(opts.processing_cb, ctx)
             returned = await self._process(ctx)
             if returned is not None and not isinstance(returned, bytes):
-                msg_ = f"the handler of task {msg.job.task!r} returned {type(returned).__name__}; return bytes or None"
-                raise TypeError(msg_)
+                problem = f"the handler of task {msg.job.task!r} returned {type(returned).__name__}; return bytes or None"
+                raise TypeError(problem)
         except asyncio.CancelledError:
             if run.lost:
                 return  # the job belongs to whoever holds its lease now
@@ -372,78 +403,68 @@ class Worker:
         task = self.tasks[ctx.meta.job.task]
         timeout = ctx.meta.job.opts.timeout
         payload = ctx.meta.job.payload
+        call: Awaitable[bytes | None]
         if task.is_async:
-            call = task.handler(payload, ctx)
+            call = cast(AsyncHandler, task.handler)(payload, ctx)
         else:
             assert self._executor is not None
             loop = asyncio.get_running_loop()
             ctx._attach(loop)
             # Carry contextvars (trace context, for one) into the thread.
-            call = loop.run_in_executor(self._executor, contextvars.copy_context().run, task.handler, payload, ctx)
+            handler = cast(SyncHandler, task.handler)
+            call = loop.run_in_executor(self._executor, contextvars.copy_context().run, handler, payload, ctx)
         if timeout is None:
-            return await call  # type: ignore[no-any-return, misc]  # Handler is a union of sync and async
+            return await call
+        assert isinstance(timeout, float)
         try:
             async with asyncio.timeout(timeout) as cm:
-                return await call  # type: ignore[no-any-return, misc]
+                return await call
         except TimeoutError as exc:
             if not cm.expired():
                 raise  # the handler's own TimeoutError, not ours
             ctx._cancel()
-            msg = f"the handler ran longer than its timeout of {timeout:g}s and was cancelled"
-            raise JobTimeoutError(msg) from exc
+            problem = f"the handler ran longer than its timeout of {timeout:g}s and was cancelled"
+            raise JobTimeoutError(problem) from exc
 
-    def _version(self, msg: JobMessage, d: Delivery, phase: int) -> int:
+    @staticmethod
+    def _version(msg: JobMessage, d: Delivery, phase: int) -> int:
         return status_version(msg.retried, msg.released, d.deliveries, phase)
 
     async def _succeeded(self, run: _Run, msg: JobMessage, task: RegisteredTask, returned: bytes | None) -> None:
         d = run.delivery
-        ctx = run.ctx
-        assert ctx is not None
-        self._settle_slot(run)
+        ctx = cast(JobCtx, run.ctx)
         writes: list[Write] = []
         if returned is not None:
             writes.append(Write(result_key(msg.id), returned))
-        result = returned if returned is not None else ctx.saved
         if task.opts.success_cb is not None:
             await self._callback(task.opts.success_cb, ctx)
         children: list[str] = []
         if msg.job.on_success:
+            result = returned if returned is not None else ctx.saved
             follow = self.server.follow_ups(msg, msg.job.on_success, "on_success", result)
             if not await self._enqueue_follow_ups(run, msg, follow):
                 return
             children = [m.id for m in follow]
         final = replace(msg, status=JobStatus.SUCCESSFUL, on_success_ids=children, prev_err="")
         writes.append(Write(job_key(msg.id), encode(final), version=self._version(msg, d, PHASE_DONE)))
-        await self._flusher.commit(writes, success=msg.id, ack=(run.queue, d))
+        self._settler.settle(_Outcome(run.queue, d), writes, success=msg.id)
 
     async def _failed(self, run: _Run, msg: JobMessage, task: RegisteredTask, exc: Exception) -> None:
-        err = f"{type(exc).__name__}: {exc}"
-        ctx = run.ctx
-        assert ctx is not None
         if msg.retried >= msg.max_retry:
-            await self._fail(run, msg, err, exc, task)
+            await self._fail(run, msg, f"{type(exc).__name__}: {exc}", exc, task)
             return
-        self._settle_slot(run)
+        err = f"{type(exc).__name__}: {exc}"
         self.log.info("job %s (%s) failed, will retry (%d/%d): %s", msg.id, msg.job.task, msg.retried + 1, msg.max_retry, err)
         if task.opts.retrying_cb is not None:
-            await self._callback(task.opts.retrying_cb, ctx, exc)
+            await self._callback(task.opts.retrying_cb, run.ctx, exc)
         retrying = replace(msg, status=JobStatus.RETRYING, prev_err=err, retried=msg.retried + 1)
         data = encode(retrying)
-        await self._flusher.commit([Write(job_key(msg.id), data, version=self._version(msg, run.delivery, PHASE_HANDED_BACK))])
         backoff = msg.job.opts.backoff or task.opts.backoff or self.server.backoff
-        await self._nack(run, data, backoff.delay(msg.retried))
+        outcome = _Outcome(run.queue, run.delivery, nack=True, data=data, delay=backoff.delay(msg.retried))
+        self._settler.settle(outcome, [Write(job_key(msg.id), data, version=self._version(msg, run.delivery, PHASE_HANDED_BACK))])
 
-    async def _fail(
-        self,
-        run: _Run,
-        msg: JobMessage,
-        err: str,
-        exc: Exception | None,
-        task: RegisteredTask | None,
-    ) -> None:
+    async def _fail(self, run: _Run, msg: JobMessage, err: str, exc: Exception | None, task: RegisteredTask | None) -> None:
         """Fail a job for good: ``failed_cb``, ``on_error`` jobs, status ``failed``, failed list, ack."""
-        if not run.settling:
-            self._settle_slot(run)
         self.log.warning("job %s (%s) failed: %s", msg.id, msg.job.task, err)
         if task is not None and task.opts.failed_cb is not None and run.ctx is not None and exc is not None:
             await self._callback(task.opts.failed_cb, run.ctx, exc)
@@ -452,10 +473,8 @@ class Worker:
             if not await self._enqueue_follow_ups(run, msg, follow):
                 return
         final = replace(msg, status=JobStatus.FAILED, prev_err=err)
-        version = self._version(msg, run.delivery, PHASE_DONE)
-        await self._flusher.commit(
-            [Write(job_key(msg.id), encode(final), version=version)], failed=msg.id, ack=(run.queue, run.delivery)
-        )
+        write = Write(job_key(msg.id), encode(final), version=self._version(msg, run.delivery, PHASE_DONE))
+        self._settler.settle(_Outcome(run.queue, run.delivery), [write], failed=msg.id)
 
     async def _enqueue_follow_ups(self, run: _Run, msg: JobMessage, follow: list[JobMessage]) -> bool:
         try:
@@ -465,7 +484,7 @@ class Worker:
             # run again later. Follow-up ids are stable, so none is enqueued twice.
             delay = self.server.backoff.delay(0)
             self.log.exception("could not enqueue the follow-up jobs of %s; it will run again in %.1fs", msg.id, delay)
-            await self._nack(run, None, delay)
+            self._settler.settle(_Outcome(run.queue, run.delivery, nack=True, delay=delay))
             return False
         return True
 
@@ -481,12 +500,6 @@ class Worker:
         else:
             self.log.info("handed job %s (%s) back unfinished", msg.id, msg.job.task)
 
-    async def _nack(self, run: _Run, data: bytes | None, delay: float) -> None:
-        try:
-            await self.broker.nack(run.queue, run.delivery, data=data, delay=delay)
-        except Exception:
-            self.log.exception("could not give job %s back; it will be redelivered when its lease runs out", run.delivery.id)
-
     async def _finished_before(self, run: _Run, msg: JobMessage) -> bool:
         """For a redelivery: if an earlier delivery already finished the job, just ack it."""
         stored = (await self.results.get_many([job_key(msg.id)]))[0]
@@ -498,39 +511,35 @@ class Worker:
             return False
         if status not in (JobStatus.SUCCESSFUL, JobStatus.FAILED):
             return False
-        self._settle_slot(run)
         self.log.info("job %s was redelivered but had already finished (%s); acking it", msg.id, status)
-        await self._flusher.commit([], ack=(run.queue, run.delivery))
+        self._settler.settle(_Outcome(run.queue, run.delivery))
         return True
 
     async def _schedule_next(self, run: _Run, msg: JobMessage) -> bool:
         """Enqueue a recurring job's next run before this one starts; False if it was cancelled."""
         active = (await self.results.get_many([schedule_key(msg.schedule_id)]))[0]
         if active is None:
-            self._settle_slot(run)
             self.log.info("schedule %s was cancelled; dropping its run %s", msg.schedule_id, msg.id)
             await self.results.delete([job_key(msg.id)])
-            await self._flusher.commit([], ack=(run.queue, run.delivery))
+            self._settler.settle(_Outcome(run.queue, run.delivery))
             return False
         # Enqueued before running, so a failing or crashing run never ends the schedule.
         await self.server._enqueue_messages([self.server.next_run(msg)])
         return True
 
-    async def _bury(self, run: _Run, exc: BaseException) -> None:
+    def _bury(self, run: _Run, exc: BaseException) -> None:
         """Keep undecodable bytes where an operator finds them: a failed job under the delivery's id."""
         d = run.delivery
-        self._settle_slot(run)
-        err = f"UndecodableMessage: {exc}"
         self.log.error("queue %r delivered undecodable message %r (%d bytes): %s; stored as a failed job", run.queue, d.id, len(d.data), exc)
         record = JobMessage(
             id=d.id,
             status=JobStatus.FAILED,
             queue=run.queue,
-            prev_err=err,
+            prev_err=f"UndecodableMessage: {exc}",
             processed_at=datetime.now(UTC),
             job=Job(UNDECODABLE_TASK, d.data),
         )
-        await self._flusher.commit([Write(job_key(d.id), encode(record))], failed=d.id, ack=(run.queue, d))
+        self._settler.settle(_Outcome(run.queue, d), [Write(job_key(d.id), encode(record))], failed=d.id)
 
     async def _callback(self, fn: object, *args: object) -> None:
         try:

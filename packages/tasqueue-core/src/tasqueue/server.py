@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 import signal
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ import msgspec
 
 from tasqueue import _schedule
 from tasqueue._codec import DecodeErrors, decode_chain, decode_group, decode_job, encode
-from tasqueue._keys import chain_key, derived_id, group_key, job_key, result_key, schedule_key
+from tasqueue._keys import chain_key, derived_id, group_key, job_key, new_id, result_key, schedule_key
 from tasqueue.broker import Broker, Envelope
 from tasqueue.errors import BrokerError, ConfigurationError, NotFoundError, TasqueueError
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, Group, Job
@@ -177,7 +176,7 @@ class Server:
 
     async def enqueue_group(self, group: Group) -> str:
         """Enqueue every job of ``group``; return the group id for ``get_group``."""
-        group_id = group.opts.id or str(uuid.uuid4())
+        group_id = group.opts.id or new_id()
         messages = [self._message(job, group_id=group_id) for job in group.jobs]
         doc = GroupMessage(id=group_id, job_status={m.id: JobStatus.QUEUED for m in messages})
         await self._set(group_key(group_id), encode(doc))
@@ -186,7 +185,7 @@ class Server:
 
     async def enqueue_chain(self, chain: Chain) -> str:
         """Enqueue the first job of ``chain``, each next one to follow on success; return the chain id."""
-        chain_id = chain.opts.id or str(uuid.uuid4())
+        chain_id = chain.opts.id or new_id()
         linked: Job | None = None
         for job in reversed(chain.jobs):
             # The chain's next job is always the first follow-up, which is how get_chain walks it.
@@ -226,7 +225,7 @@ class Server:
     ) -> JobMessage:
         """The message a new job starts life as."""
         opts = job.opts
-        job_id = id or opts.id or str(uuid.uuid4())
+        job_id = id or opts.id or new_id()
         now = datetime.now(UTC)
         if opts.schedule and not schedule_id:
             # A new schedule: its first run comes at the first fire time (not before any eta).

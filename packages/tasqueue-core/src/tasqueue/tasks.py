@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -93,13 +92,14 @@ class JobCtx:
         self._results = results
         self._result_key = result_key
         self._saved: bytes | None = None
-        self._cancelled = threading.Event()
+        # A plain flag: set on the loop, read by a handler's thread; one attribute store is atomic.
+        self._cancelled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def cancelled(self) -> bool:
         """True once this run has been cancelled (timeout, shutdown, or its lease was lost)."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     @property
     def saved(self) -> bytes | None:
@@ -125,7 +125,7 @@ class JobCtx:
         self._loop = loop
 
     def _cancel(self) -> None:
-        self._cancelled.set()
+        self._cancelled = True
 
     def __repr__(self) -> str:
         return f"JobCtx(id={self.meta.id!r}, task={self.meta.job.task!r}, status={self.meta.status!s})"
