@@ -1,0 +1,357 @@
+"""``OtelMiddleware``: a PRODUCER span per enqueue, a CONSUMER span per run, trace context in between.
+
+``enqueue`` opens a ``send <queue>`` span and injects its context (W3C ``traceparent``,
+``tracestate``, ``baggage``; whatever the configured propagator writes) into
+``JobMessage.headers``. ``process`` extracts it on the worker, wherever that runs, and opens
+``process <queue>`` as its child, current while the handler runs, so the user's own spans nest
+under it (sync handlers too: the worker copies contextvars into their thread). Attribute names
+follow the OpenTelemetry messaging semantic conventions; what they do not cover is under
+``tasqueue.``. The same two methods record the metrics.
+
+A run that failed and will be retried writes its span context into the message's headers
+(``tasqueue-prev-attempt``), and the next attempt links back to it: attempts are siblings under
+the producer span, chained by links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
+
+import msgspec
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from tasqueue.errors import JobTimeoutError
+from tasqueue.middleware import Middleware
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.propagators.textmap import TextMapPropagator
+    from opentelemetry.trace import Span, TracerProvider
+    from opentelemetry.util.types import AttributeValue
+    from tasqueue.messages import JobMessage
+    from tasqueue.middleware import EnqueueNext, ProcessNext
+    from tasqueue.tasks import JobCtx
+
+__all__ = [
+    "INSTRUMENTATION_NAME",
+    "PREV_ATTEMPT_HEADER",
+    "OtelMiddleware",
+]
+
+#: The instrumentation scope of the tracer and the meter.
+INSTRUMENTATION_NAME: Final = "tasqueue"
+#: The messaging semantic conventions these names follow.
+SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.27.0"
+#: Header carrying a failed attempt's span context (traceparent format) to the next attempt.
+PREV_ATTEMPT_HEADER: Final = "tasqueue-prev-attempt"
+
+# ---- attribute names (OpenTelemetry messaging conventions, then tasqueue's own) -------------
+MESSAGING_SYSTEM: Final = "messaging.system"
+DESTINATION: Final = "messaging.destination.name"
+OPERATION_TYPE: Final = "messaging.operation.type"
+OPERATION_NAME: Final = "messaging.operation.name"
+MESSAGE_ID: Final = "messaging.message.id"
+BODY_SIZE: Final = "messaging.message.body.size"
+ERROR_TYPE: Final = "error.type"
+TASK: Final = "tasqueue.task.name"
+RETRY_COUNT: Final = "tasqueue.job.retry_count"
+MAX_RETRIES: Final = "tasqueue.job.max_retries"
+WILL_RETRY: Final = "tasqueue.job.will_retry"
+OUTCOME: Final = "tasqueue.job.outcome"
+TIMEOUT: Final = "tasqueue.job.timeout"
+TIMED_OUT: Final = "tasqueue.job.timed_out"
+STALLS: Final = "tasqueue.job.stalls"
+RELEASED: Final = "tasqueue.job.released"
+ETA: Final = "tasqueue.job.eta"
+GROUP_ID: Final = "tasqueue.group.id"
+CHAIN_ID: Final = "tasqueue.chain.id"
+SCHEDULE_ID: Final = "tasqueue.schedule.id"
+LINK_KIND: Final = "tasqueue.link.kind"
+
+# Outcomes of one run, the values of ``tasqueue.job.outcome``.
+SUCCESS: Final = "success"
+RETRY: Final = "retry"  # failed; will run again after a backoff
+FAILURE: Final = "failure"  # failed for good (retries spent)
+INTERRUPTED: Final = "interrupted"  # cut short by shutdown or a lost lease; handed back, not counted as a retry
+
+#: Histogram buckets in seconds: the messaging conventions' advice, stretched to an hour for long jobs.
+DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+_EMPTY: Final = Context()
+_MAX_CACHED_ATTRS = 1024
+
+# Set while an OtelMiddleware runs, so that a second one installed on the same Server (given
+# as middleware *and* loaded as a plugin) passes through instead of doubling every span.
+_in_enqueue: contextvars.ContextVar[bool] = contextvars.ContextVar("tasqueue_otel_in_enqueue", default=False)
+_in_process: contextvars.ContextVar[bool] = contextvars.ContextVar("tasqueue_otel_in_process", default=False)
+# The context of the run that just finished in this task, or None while none has. The worker
+# enqueues a job's on_success / on_error follow-ups after ``process`` returned, in the task that
+# ran it; their producer spans take the run's consumer span as parent from here. Set, never
+# reset: the worker's task per run is discarded with its context.
+_finished_run: contextvars.ContextVar[Context | None] = contextvars.ContextVar("tasqueue_otel_finished_run", default=None)
+
+
+class OtelMiddleware(Middleware):
+    """Traces and metrics for every enqueue and every run, with trace context across the queue.
+
+    Args:
+        tracer_provider: Where spans go; the global provider when ``None`` (a proxy that
+            follows ``trace.set_tracer_provider`` even if that is called later).
+        meter_provider: Where metrics go; the global provider when ``None``.
+        propagator: How context is written into and read from ``JobMessage.headers``; the
+            global propagator (W3C trace context and baggage by default) when ``None``.
+
+    Usually installed by the ``tasqueue-otel`` plugin rather than by hand; see ``OtelPlugin``.
+    """
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        propagator: TextMapPropagator | None = None,
+    ) -> None:
+        from tasqueue_otel import __version__
+
+        self._tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__, tracer_provider, schema_url=SCHEMA_URL)
+        meter = metrics.get_meter(INSTRUMENTATION_NAME, __version__, meter_provider, schema_url=SCHEMA_URL)
+        self._propagator = propagator
+        self._enqueued = meter.create_counter("tasqueue.jobs.enqueued", "{job}", "Jobs enqueued (stored and published).")
+        self._succeeded = meter.create_counter("tasqueue.jobs.succeeded", "{job}", "Runs whose handler returned.")
+        self._failed = meter.create_counter("tasqueue.jobs.failed", "{job}", "Runs that failed with no retry left.")
+        self._retried = meter.create_counter("tasqueue.jobs.retried", "{job}", "Runs that failed and will be retried.")
+        self._active = meter.create_up_down_counter("tasqueue.jobs.active", "{job}", "Runs whose handler is running now.")
+        self._duration = meter.create_histogram(
+            "tasqueue.job.duration",
+            "s",
+            "How long one run of a handler took, its timeout included.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self._wait = meter.create_histogram(
+            "tasqueue.job.wait.duration",
+            "s",
+            "How long a job waited in its queue: from enqueue (or its eta) to the start of its first run.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        # Metric attributes per (queue, task); a handful in any real deployment, capped anyway.
+        self._attrs: dict[tuple[str, str], dict[str, AttributeValue]] = {}
+
+    # ---- enqueue: the producer side ----------------------------------------------------------
+
+    async def enqueue(self, message: JobMessage, call_next: EnqueueNext) -> str:
+        """Open ``send <queue>`` (PRODUCER) and inject its context into the message's headers."""
+        if _in_enqueue.get():
+            return await call_next(message)
+        guard = _in_enqueue.set(True)
+        try:
+            parent = _finished_run.get()
+            if parent is None:
+                parent = otel_context.get_current()
+            span = self._tracer.start_span(
+                "send " + message.queue,
+                context=parent,
+                kind=SpanKind.PRODUCER,
+                attributes=_message_attributes(message, "send"),
+            )
+            current = trace.set_span_in_context(span, parent)
+            headers = dict(message.headers)
+            (self._propagator or propagate.get_global_textmap()).inject(headers, context=current)
+            if headers != message.headers:
+                message = msgspec.structs.replace(message, headers=headers)
+            token = otel_context.attach(current)  # spans of the broker's own client nest under it
+            try:
+                job_id = await call_next(message)
+            except BaseException as exc:
+                if isinstance(exc, Exception):
+                    _record_error(span, exc)
+                raise
+            finally:
+                otel_context.detach(token)
+                span.end()
+            self._enqueued.add(1, self._attributes(message.queue, message.job.task))
+            return job_id
+        finally:
+            _in_enqueue.reset(guard)
+
+    # ---- process: the consumer side ----------------------------------------------------------
+
+    async def process(self, ctx: JobCtx, call_next: ProcessNext) -> bytes | None:
+        """Open ``process <queue>`` (CONSUMER) as the child of the enqueuing span, around the handler."""
+        if _in_process.get():
+            return await call_next(ctx)
+        meta = ctx.meta
+        headers = meta.headers
+        parent = (self._propagator or propagate.get_global_textmap()).extract(headers, context=_EMPTY) if headers else _EMPTY
+        links = _previous_attempt(headers) if meta.retried and headers else None
+        span = self._tracer.start_span(
+            "process " + meta.queue,
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=_message_attributes(meta, "process"),
+            links=links,
+        )
+        current = trace.set_span_in_context(span, parent)
+        attrs = self._attributes(meta.queue, meta.job.task)
+        self._record_wait(meta, attrs)
+        guard = _in_process.set(True)
+        _finished_run.set(None)
+        token = otel_context.attach(current)
+        self._active.add(1, attrs)
+        outcome = SUCCESS
+        error: BaseException | None = None
+        start = time.perf_counter()
+        try:
+            returned = await call_next(ctx)
+            if returned is not None and not isinstance(returned, bytes):
+                # The worker fails such a run right after this returns; say so on the span too.
+                error = TypeError(f"the handler of task {meta.job.task!r} returned {type(returned).__name__}; return bytes or None")
+                outcome = _failed_outcome(ctx, error)
+            return returned
+        except asyncio.CancelledError:
+            outcome = INTERRUPTED
+            raise
+        except Exception as exc:
+            error = exc
+            outcome = _failed_outcome(ctx, exc)
+            raise
+        finally:
+            elapsed = time.perf_counter() - start
+            otel_context.detach(token)
+            _in_process.reset(guard)
+            self._active.add(-1, attrs)
+            self._finish(span, ctx, outcome, error, attrs, elapsed)
+            _finished_run.set(current)
+
+    def _finish(
+        self,
+        span: Span,
+        ctx: JobCtx,
+        outcome: str,
+        error: BaseException | None,
+        attrs: dict[str, AttributeValue],
+        elapsed: float,
+    ) -> None:
+        meta = ctx.meta
+        if outcome == SUCCESS:
+            self._succeeded.add(1, attrs)
+        elif outcome == INTERRUPTED:
+            span.add_event("tasqueue.job.interrupted", {OUTCOME: INTERRUPTED})
+        else:
+            assert error is not None
+            error_type = _error_type(error)
+            _record_error(span, error, error_type)
+            failed_attrs = {**attrs, ERROR_TYPE: error_type}
+            if isinstance(error, JobTimeoutError):
+                span.set_attribute(TIMED_OUT, True)
+            if outcome == RETRY:
+                span.set_attribute(WILL_RETRY, True)
+                span.add_event("tasqueue.job.retry", {RETRY_COUNT: meta.retried + 1, MAX_RETRIES: meta.max_retry})
+                self._retried.add(1, failed_attrs)
+                if span.get_span_context().is_valid:
+                    # The headers dict travels on in the message the worker hands back for the retry.
+                    meta.headers[PREV_ATTEMPT_HEADER] = _traceparent(span.get_span_context())
+            else:
+                span.set_attribute(WILL_RETRY, False)
+                self._failed.add(1, failed_attrs)
+        span.set_attribute(OUTCOME, outcome)
+        span.end()
+        self._duration.record(elapsed, {**attrs, OUTCOME: outcome})
+
+    def _record_wait(self, meta: JobMessage, attrs: dict[str, AttributeValue]) -> None:
+        # Only a first delivery of a first attempt: later ones include earlier runs and backoffs.
+        if meta.retried or meta.released or meta.stalls or meta.processed_at is None or meta.enqueued_at is None:
+            return
+        ready = meta.enqueued_at
+        eta = meta.job.opts.eta
+        if eta is not None and eta > ready:
+            ready = eta
+        # Clocks of producer and worker machines may disagree a little; never report a negative wait.
+        self._wait.record(max((meta.processed_at - ready).total_seconds(), 0.0), attrs)
+
+    def _attributes(self, queue: str, task: str) -> dict[str, AttributeValue]:
+        key = (queue, task)
+        attrs = self._attrs.get(key)
+        if attrs is None:
+            attrs = {DESTINATION: queue, TASK: task}
+            if len(self._attrs) < _MAX_CACHED_ATTRS:
+                self._attrs[key] = attrs
+        return attrs
+
+
+def _message_attributes(message: JobMessage, operation: str) -> dict[str, AttributeValue]:
+    job = message.job
+    attrs: dict[str, AttributeValue] = {
+        MESSAGING_SYSTEM: "tasqueue",
+        DESTINATION: message.queue,
+        OPERATION_TYPE: operation,
+        OPERATION_NAME: operation,
+        MESSAGE_ID: message.id,
+        BODY_SIZE: len(job.payload),
+        TASK: job.task,
+        RETRY_COUNT: message.retried,
+    }
+    opts = job.opts
+    if message.max_retry:
+        attrs[MAX_RETRIES] = message.max_retry
+    if opts.timeout is not None:
+        attrs[TIMEOUT] = opts.timeout if isinstance(opts.timeout, float) else opts.timeout.total_seconds()
+    if opts.eta is not None:
+        attrs[ETA] = opts.eta.isoformat()
+    if message.group_id:
+        attrs[GROUP_ID] = message.group_id
+    if message.chain_id:
+        attrs[CHAIN_ID] = message.chain_id
+    if message.schedule_id:
+        attrs[SCHEDULE_ID] = message.schedule_id
+    if message.stalls:
+        attrs[STALLS] = message.stalls
+    if message.released:
+        attrs[RELEASED] = message.released
+    return attrs
+
+
+def _failed_outcome(ctx: JobCtx, exc: BaseException) -> str:
+    """What the worker makes of a run that raised ``exc`` (mirrors ``_worker.Worker._run``)."""
+    if ctx.cancelled and not isinstance(exc, JobTimeoutError):
+        # Shutdown or a lost lease cancelled it: the job is handed back (or left to the new
+        # lease holder) without counting a retry.
+        return INTERRUPTED
+    meta = ctx.meta
+    return RETRY if meta.retried < meta.max_retry else FAILURE
+
+
+def _error_type(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _record_error(span: Span, exc: BaseException, error_type: str | None = None) -> None:
+    if not span.is_recording():
+        return
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+    span.set_attribute(ERROR_TYPE, error_type or _error_type(exc))
+
+
+def _traceparent(sc: SpanContext) -> str:
+    return f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}"
+
+
+def _previous_attempt(headers: dict[str, str]) -> Sequence[Link] | None:
+    value = headers.get(PREV_ATTEMPT_HEADER)
+    if not value:
+        return None
+    parts = value.split("-")
+    if len(parts) != 4:
+        return None
+    try:
+        sc = SpanContext(int(parts[1], 16), int(parts[2], 16), is_remote=True, trace_flags=TraceFlags(int(parts[3], 16)))
+    except ValueError:
+        return None
+    return [Link(sc, {LINK_KIND: "previous_attempt"})] if sc.is_valid else None
