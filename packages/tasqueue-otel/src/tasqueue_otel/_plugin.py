@@ -11,9 +11,9 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.propagators.textmap import TextMapPropagator
     from opentelemetry.trace import TracerProvider
+
     from tasqueue import Server
     from tasqueue.hookspecs import RegisterMiddleware
-
     from tasqueue_otel.middleware import OtelMiddleware
 
 __all__ = ["OtelPlugin", "install", "installed"]

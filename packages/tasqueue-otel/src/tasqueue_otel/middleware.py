@@ -26,6 +26,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
 from tasqueue.errors import JobTimeoutError
 from tasqueue.middleware import Middleware
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from opentelemetry.propagators.textmap import TextMapPropagator
     from opentelemetry.trace import Span, TracerProvider
     from opentelemetry.util.types import AttributeValue
+
     from tasqueue.messages import JobMessage
     from tasqueue.middleware import EnqueueNext, ProcessNext
     from tasqueue.tasks import JobCtx
@@ -81,7 +83,8 @@ FAILURE: Final = "failure"  # failed for good (retries spent)
 INTERRUPTED: Final = "interrupted"  # cut short by shutdown or a lost lease; handed back, not counted as a retry
 
 #: Histogram buckets in seconds: the messaging conventions' advice, stretched to an hour for long jobs.
-DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+DURATION_BUCKETS_LONG: Final = (*DURATION_BUCKETS, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 _EMPTY: Final = Context()
 _MAX_CACHED_ATTRS = 1024
@@ -131,13 +134,13 @@ class OtelMiddleware(Middleware):
             "tasqueue.job.duration",
             "s",
             "How long one run of a handler took, its timeout included.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS_LONG,
         )
         self._wait = meter.create_histogram(
             "tasqueue.job.wait.duration",
             "s",
             "How long a job waited in its queue: from enqueue (or its eta) to the start of its first run.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS_LONG,
         )
         # Metric attributes per (queue, task); a handful in any real deployment, capped anyway.
         self._attrs: dict[tuple[str, str], dict[str, AttributeValue]] = {}
@@ -208,9 +211,11 @@ class OtelMiddleware(Middleware):
         start = time.perf_counter()
         try:
             returned = await call_next(ctx)
-            if returned is not None and not isinstance(returned, bytes):
+            checked: object = returned  # typed bytes | None, but a handler may return anything
+            if checked is not None and not isinstance(checked, bytes):
                 # The worker fails such a run right after this returns; say so on the span too.
-                error = TypeError(f"the handler of task {meta.job.task!r} returned {type(returned).__name__}; return bytes or None")
+                problem = f"the handler of task {meta.job.task!r} returned {type(checked).__name__}; return bytes or None"
+                error = TypeError(problem)
                 outcome = _failed_outcome(ctx, error)
             return returned
         except asyncio.CancelledError:
@@ -225,13 +230,14 @@ class OtelMiddleware(Middleware):
             otel_context.detach(token)
             _in_process.reset(guard)
             self._active.add(-1, attrs)
-            self._finish(span, ctx, outcome, error, attrs, elapsed)
+            self._finish(span, ctx, outcome=outcome, error=error, attrs=attrs, elapsed=elapsed)
             _finished_run.set(current)
 
     def _finish(
         self,
         span: Span,
         ctx: JobCtx,
+        *,
         outcome: str,
         error: BaseException | None,
         attrs: dict[str, AttributeValue],
