@@ -1,16 +1,16 @@
 """tasqueue: a simple, lightweight, distributed job/worker library, async-first.
 
-    from tasqueue import Server, Job
+from tasqueue import Server, Job
 
-    srv = Server()                       # memory:// broker and results; or "redis://…" with tasqueue-redis
+srv = Server()                       # memory:// broker and results; or "redis://…" with tasqueue-redis
 
-    @srv.task("add")
-    async def add(payload: bytes, ctx: JobCtx) -> bytes:
-        a, b = map(int, payload.split())
-        return str(a + b).encode()
+@srv.task("add")
+async def add(payload: bytes, ctx: JobCtx) -> bytes:
+    a, b = map(int, payload.split())
+    return str(a + b).encode()
 
-    job_id = await srv.enqueue(Job("add", b"1 2"))
-    await srv.start()                    # run the worker until stopped
+job_id = await srv.enqueue(Job("add", b"1 2"))
+await srv.start()                    # run the worker until stopped
 """
 
 from __future__ import annotations

@@ -17,8 +17,7 @@ def next_fire(expr: str, after: datetime) -> datetime:
     fields = expr.split()
     if len(fields) != 5:
         msg = (
-            f"invalid cron schedule {expr!r}: expected 5 fields "
-            "(minute hour day-of-month month day-of-week), e.g. '*/5 * * * *'"
+            f"invalid cron schedule {expr!r}: expected 5 fields (minute hour day-of-month month day-of-week), e.g. '*/5 * * * *'"
         )
         raise ValueError(msg)
     try:

@@ -70,7 +70,7 @@ class _Outcome:
 
     __slots__ = ("data", "delay", "delivery", "nack", "queue")
 
-    def __init__(self, queue: str, delivery: Delivery, nack: bool = False, data: bytes | None = None, delay: float = 0.0):
+    def __init__(self, queue: str, delivery: Delivery, nack: bool = False, data: bytes | None = None, delay: float = 0.0) -> None:
         self.queue = queue
         self.delivery = delivery
         self.nack = nack
@@ -95,12 +95,7 @@ class _Settler:
     def write(self, write: Write) -> None:
         """Queue a write; within one batch only the newest version of a key is sent."""
         current = self._writes.get(write.key)
-        if (
-            current is not None
-            and write.version is not None
-            and current.version is not None
-            and current.version > write.version
-        ):
+        if current is not None and write.version is not None and current.version is not None and current.version > write.version:
             return
         # Re-insert so that keys keep the order of their last write.
         self._writes.pop(write.key, None)
@@ -232,7 +227,9 @@ class Worker:
             self.log.info("%s: finishing running jobs (up to %ss), then stopping", sig.name, self.server.shutdown_timeout)
         self._stop_requested.set()
 
-    async def _shutdown(self, consumers: list[asyncio.Task[None]], heartbeat: asyncio.Task[None], settler: asyncio.Task[None]) -> None:
+    async def _shutdown(
+        self, consumers: list[asyncio.Task[None]], heartbeat: asyncio.Task[None], settler: asyncio.Task[None]
+    ) -> None:
         try:
             for task in consumers:
                 task.cancel()
@@ -355,14 +352,17 @@ class Worker:
             if await self._finished_before(run, msg):
                 return
             if d.deliveries - 1 > self.server.max_stalls:
-                err = f"WorkerLostError: a worker died or lost its lease {d.deliveries - 1} times running this job; parked as failed"
+                err = (
+                    f"WorkerLostError: a worker died or lost its lease {d.deliveries - 1} times "
+                    "running this job; parked as failed"
+                )
                 await self._fail(run, msg, err, None, None)
                 return
         task = self.tasks.get(msg.job.task)
         if task is None:
             known = ", ".join(sorted(self.tasks))
-            exc = UnknownTaskError(f"no handler for task {msg.job.task!r} on this worker (registered: {known})")
-            await self._fail(run, msg, f"UnknownTaskError: {exc}", exc, None)
+            unknown = UnknownTaskError(f"no handler for task {msg.job.task!r} on this worker (registered: {known})")
+            await self._fail(run, msg, f"UnknownTaskError: {unknown}", unknown, None)
             return
         if msg.schedule_id and msg.retried == 0 and not await self._schedule_next(run, msg):
             return
@@ -375,8 +375,9 @@ class Worker:
             if opts.processing_cb is not None:
                 await self._callback(opts.processing_cb, ctx)
             returned = await self._process(ctx)
-            if returned is not None and not isinstance(returned, bytes):
-                problem = f"the handler of task {msg.job.task!r} returned {type(returned).__name__}; return bytes or None"
+            value: object = returned  # checked at run time: handlers are not always type-checked
+            if value is not None and not isinstance(value, bytes):
+                problem = f"the handler of task {msg.job.task!r} returned {type(value).__name__}; return bytes or None"
                 raise TypeError(problem)
         except asyncio.CancelledError:
             if run.lost:
@@ -530,7 +531,9 @@ class Worker:
     def _bury(self, run: _Run, exc: BaseException) -> None:
         """Keep undecodable bytes where an operator finds them: a failed job under the delivery's id."""
         d = run.delivery
-        self.log.error("queue %r delivered undecodable message %r (%d bytes): %s; stored as a failed job", run.queue, d.id, len(d.data), exc)
+        self.log.error(
+            "queue %r delivered undecodable message %r (%d bytes): %s; stored as a failed job", run.queue, d.id, len(d.data), exc
+        )
         record = JobMessage(
             id=d.id,
             status=JobStatus.FAILED,

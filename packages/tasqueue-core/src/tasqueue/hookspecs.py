@@ -76,4 +76,3 @@ def tasqueue_register_middleware(server: Server, register: RegisterMiddleware) -
     ``tasqueue.middleware.Middleware``); this hook is where a plugin such as tasqueue-otel
     installs it.
     """
-

@@ -123,9 +123,10 @@ class Job(msgspec.Struct, frozen=True, omit_defaults=True):
     on_error: tuple[Job, ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.payload, bytes):
+        payload: object = self.payload  # checked at run time: callers are not always type-checked
+        if not isinstance(payload, bytes):
             msg = (
-                f"Job payload must be bytes, got {type(self.payload).__name__}; "
+                f"Job payload must be bytes, got {type(payload).__name__}; "
                 "encode it first, e.g. json.dumps(obj).encode() or msgspec.msgpack.encode(obj)"
             )
             raise TypeError(msg)

@@ -34,13 +34,15 @@ class BlockingServer:
     def __init__(self, server: Server) -> None:
         self._server = server
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def _private_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="tasqueue-sync", daemon=True).start()
+                self._thread = threading.Thread(target=loop.run_forever, name="tasqueue-sync", daemon=True)
+                self._thread.start()
                 self._loop = loop
             return self._loop
 
@@ -102,6 +104,9 @@ class BlockingServer:
         """Close the Server's backends and stop the private loop, if one was started."""
         self._call(self._server.close())
         with self._lock:
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._loop = None
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()

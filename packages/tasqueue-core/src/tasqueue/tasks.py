@@ -108,8 +108,9 @@ class JobCtx:
 
     async def save(self, result: bytes) -> None:
         """Store ``result`` as this job's result now; the next chain job sees the last one saved."""
-        if not isinstance(result, bytes):
-            msg = f"ctx.save takes bytes, got {type(result).__name__}"
+        value: object = result  # checked at run time: handlers are not always type-checked
+        if not isinstance(value, bytes):
+            msg = f"ctx.save takes bytes, got {type(value).__name__}"
             raise TypeError(msg)
         await self._results.set(self._result_key, result)
         self._saved = result

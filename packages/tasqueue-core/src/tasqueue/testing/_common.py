@@ -7,7 +7,7 @@ import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 import pytest
 
@@ -45,15 +45,23 @@ class ResultsFactory(Protocol):
     def __call__(self, *, expiry: float | None = 60.0) -> Awaitable[Results]: ...
 
 
-async def eventually(check: Callable[[], Awaitable[T | None] | T | None], *, timeout: float = 10.0, every: float = 0.02) -> T:
-    """Call ``check`` until it returns something truthy, and return that; fail after ``timeout`` seconds."""
+@overload
+async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = ..., every: float = ...) -> T: ...
+@overload
+async def eventually(check: Callable[[], T | None], *, timeout: float = ..., every: float = ...) -> T: ...
+async def eventually(check: Callable[[], Any], *, timeout: float = 10.0, every: float = 0.02) -> Any:
+    """Call ``check`` (sync or async) until it returns something truthy, and return that.
+
+    Raises ``TimeoutError`` after ``timeout`` seconds. This is waiting on a condition: the
+    short pause between checks only keeps the loop from spinning.
+    """
     async with asyncio.timeout(timeout):
         while True:
             value = check()
             if inspect.isawaitable(value):
                 value = await value
             if value:
-                return value  # type: ignore[return-value]
+                return value
             await asyncio.sleep(every)
 
 

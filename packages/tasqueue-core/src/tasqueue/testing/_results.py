@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import pytest_asyncio
 
@@ -18,12 +16,11 @@ class ResultsSuite:
 
     capabilities = Capabilities()
 
-    @pytest_asyncio.fixture
-    async def results_factory(self) -> AsyncIterator[ResultsFactory]:
+    @pytest.fixture
+    def results_factory(self) -> ResultsFactory:
         """Yield ``async make(*, expiry)`` building empty, connected stores; close them afterwards."""
         msg = "override the `results_factory` fixture: yield an async callable make(*, expiry) -> empty Results"
         raise NotImplementedError(msg)
-        yield  # pragma: no cover
 
     @pytest_asyncio.fixture
     async def results(self, results_factory: ResultsFactory) -> Results:
@@ -106,7 +103,9 @@ class ResultsSuite:
         assert await results.get_failed() == ["f1"]
 
     async def test_delete_removes_keys_and_list_entries(self, results: Results) -> None:
-        await results.set_many([Write("job:1", b"m"), Write("result:1", b"r"), Write("job:2", b"m")], success=["1", "2"], failed=["1"])
+        await results.set_many(
+            [Write("job:1", b"m"), Write("result:1", b"r"), Write("job:2", b"m")], success=["1", "2"], failed=["1"]
+        )
         await results.delete(["job:1", "result:1", "never-existed"], ids=["1"])
         assert await results.get_many(["job:1", "result:1", "job:2"]) == [None, None, b"m"]
         assert await results.get_success() == ["2"]
@@ -124,7 +123,9 @@ class ResultsSuite:
         assert await store.get("gone") == b"1"
 
         async def expired() -> bool:
-            return (await store.get_many(["gone"])) == [None] and await store.get_success() == [] and await store.get_failed() == []
+            return (
+                (await store.get_many(["gone"])) == [None] and await store.get_success() == [] and await store.get_failed() == []
+            )
 
         await eventually(expired, timeout=10.0, every=0.1)
         assert await store.get("kept") == b"2"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
+import msgspec
 import pytest
 import pytest_asyncio
 
@@ -13,7 +15,7 @@ from tasqueue._codec import decode_job, encode
 from tasqueue.broker import Broker, Envelope
 from tasqueue.errors import NotFoundError
 from tasqueue.jobs import Backoff, Chain, Group, Job, JobOpts
-from tasqueue.messages import JobStatus
+from tasqueue.messages import ChainMessage, GroupMessage, JobStatus
 from tasqueue.results import Results
 from tasqueue.server import Server
 from tasqueue.tasks import JobCtx, TaskOpts
@@ -28,19 +30,17 @@ class ServerSuite:
 
     capabilities = Capabilities()
 
-    @pytest_asyncio.fixture
-    async def broker(self) -> AsyncIterator[Broker]:
+    @pytest.fixture
+    def broker(self) -> Broker:
         """Yield an empty, connected broker with a short ``visibility_timeout`` (about 1 s)."""
         msg = "override the `broker` fixture: yield an empty, connected broker with visibility_timeout ~1s"
         raise NotImplementedError(msg)
-        yield  # pragma: no cover
 
-    @pytest_asyncio.fixture
-    async def results_factory(self) -> AsyncIterator[ResultsFactory]:
+    @pytest.fixture
+    def results_factory(self) -> ResultsFactory:
         """Yield ``async make(*, expiry)`` building empty, connected stores."""
         msg = "override the `results_factory` fixture: yield an async callable make(*, expiry) -> empty Results"
         raise NotImplementedError(msg)
-        yield  # pragma: no cover
 
     @pytest_asyncio.fixture
     async def results(self, results_factory: ResultsFactory) -> Results:
@@ -447,12 +447,17 @@ class ServerSuite:
             server.register_task("d", h, TaskOpts(queue="q", concurrency=3))
 
 
-async def _done(awaitable: object) -> object:
-    doc = await awaitable  # type: ignore[misc]
+D = TypeVar("D", GroupMessage, ChainMessage)
+
+
+async def _done(awaitable: Awaitable[D]) -> D | None:
+    """The group or chain once it has finished, else None (for ``eventually``)."""
+    doc = await awaitable
     return doc if doc.status in (JobStatus.SUCCESSFUL, JobStatus.FAILED) else None
 
 
-def msgspec_replace(obj: object, **changes: object) -> object:
-    import msgspec
+S = TypeVar("S", bound=msgspec.Struct)
 
-    return msgspec.structs.replace(obj, **changes)  # type: ignore[type-var]
+
+def msgspec_replace(obj: S, **changes: Any) -> S:
+    return msgspec.structs.replace(obj, **changes)

@@ -1,0 +1,434 @@
+"""The job life cycle on memory://, beyond the conformance kit: callbacks, middleware, failures of the
+backends themselves, leases, schedules and the odd handler."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+
+from tasqueue import (
+    Backoff,
+    BrokerError,
+    Delivery,
+    Envelope,
+    Job,
+    JobCtx,
+    JobMessage,
+    JobOpts,
+    JobStatus,
+    Middleware,
+    NotFoundError,
+    Server,
+    TaskOpts,
+    Write,
+)
+from tasqueue.memory import MemoryBroker, MemoryResults
+from tasqueue.middleware import EnqueueNext, ProcessNext
+from tasqueue.testing import eventually, running
+
+FAST = Backoff(initial=0.01, max=0.02)
+
+
+def make_server(**kwargs: object) -> Server:
+    options: dict[str, object] = {"backoff": FAST, "shutdown_timeout": 0.5, "load_entrypoints": False}
+    options.update(kwargs)
+    broker = options.pop("broker", MemoryBroker(visibility_timeout=0.5))
+    results = options.pop("results", MemoryResults())
+    return Server(broker, results, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_callbacks_fire_in_order_sync_and_async() -> None:
+    srv = make_server()
+    events: list[str] = []
+
+    def processing(ctx: JobCtx) -> None:
+        events.append(f"processing:{ctx.meta.status}")
+
+    async def success(ctx: JobCtx) -> None:
+        events.append("success")
+
+    srv.register_task(
+        "t",
+        lambda payload, ctx: events.append("handler") or b"r",  # type: ignore[func-returns-value]
+        TaskOpts(processing_cb=processing, success_cb=success),
+    )
+    job_id = await srv.enqueue(Job("t", b""))
+    async with running(srv):
+        await srv.wait(job_id, timeout=10)
+    assert events == ["processing:processing", "handler", "success"]
+
+
+@pytest.mark.asyncio
+async def test_a_raising_callback_does_not_change_the_outcome(caplog: pytest.LogCaptureFixture) -> None:
+    srv = make_server()
+
+    def broken(ctx: JobCtx) -> None:
+        raise RuntimeError("callback bug")
+
+    async def ok(payload: bytes, ctx: JobCtx) -> bytes:
+        return b"fine"
+
+    srv.register_task("t", ok, TaskOpts(processing_cb=broken, success_cb=broken))
+    job_id = await srv.enqueue(Job("t", b""))
+    async with running(srv):
+        done = await srv.wait(job_id, timeout=10)
+    assert done.status is JobStatus.SUCCESSFUL
+    assert "callback" in caplog.text and "callback bug" in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_a_handler_returning_something_else_than_bytes_fails_clearly() -> None:
+    srv = make_server()
+
+    @srv.task("t")
+    async def wrong(payload: bytes, ctx: JobCtx) -> bytes:
+        return "text"  # type: ignore[return-value]
+
+    job_id = await srv.enqueue(Job("t", b""))
+    async with running(srv):
+        done = await srv.wait(job_id, timeout=10)
+    assert done.status is JobStatus.FAILED
+    assert done.prev_err == "TypeError: the handler of task 't' returned str; return bytes or None"
+
+
+@pytest.mark.asyncio
+async def test_a_handler_may_raise_its_own_timeout_error() -> None:
+    srv = make_server()
+
+    @srv.task("t")
+    async def raises(payload: bytes, ctx: JobCtx) -> None:
+        raise TimeoutError("upstream API timed out")
+
+    job_id = await srv.enqueue(Job("t", b"", JobOpts(timeout=30)))
+    async with running(srv):
+        done = await srv.wait(job_id, timeout=10)
+    assert done.prev_err == "TimeoutError: upstream API timed out"
+
+
+@pytest.mark.asyncio
+async def test_a_sync_handler_past_its_timeout_sees_ctx_cancelled_and_its_run_fails() -> None:
+    srv = make_server()
+    release = threading.Event()
+    observed: list[bool] = []
+
+    @srv.task("t")
+    def slow(payload: bytes, ctx: JobCtx) -> None:
+        release.wait(10)
+        observed.append(ctx.cancelled)
+
+    job_id = await srv.enqueue(Job("t", b"", JobOpts(timeout=0.2)))
+    async with running(srv):
+        done = await srv.wait(job_id, timeout=10)
+        release.set()
+        await eventually(lambda: observed)
+    assert done.status is JobStatus.FAILED and done.prev_err.startswith("JobTimeoutError")
+    assert observed == [True]
+
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class SetsContext(Middleware):
+    async def process(self, ctx: JobCtx, call_next: ProcessNext) -> bytes | None:
+        token = request_id.set(ctx.meta.headers.get("request-id", "?"))
+        try:
+            return await call_next(ctx)
+        finally:
+            request_id.reset(token)
+
+
+class AddsHeader(Middleware):
+    def __init__(self) -> None:
+        self.enqueued: list[str] = []
+
+    async def enqueue(self, message: JobMessage, call_next: EnqueueNext) -> str:
+        message.headers["request-id"] = f"req-{message.job.task}"
+        job_id = await call_next(message)
+        self.enqueued.append(job_id)
+        return job_id
+
+
+@pytest.mark.asyncio
+async def test_middleware_carries_headers_to_the_worker_and_context_into_sync_threads() -> None:
+    adds = AddsHeader()
+    srv = make_server(middleware=[adds, SetsContext()])
+    seen: dict[str, str] = {}
+
+    @srv.task("a")
+    async def a(payload: bytes, ctx: JobCtx) -> None:
+        seen["async"] = request_id.get()
+
+    @srv.task("s")
+    def s(payload: bytes, ctx: JobCtx) -> None:
+        seen["sync"] = request_id.get()
+
+    ids = await srv.enqueue_many([Job("a", b""), Job("s", b"")])
+    assert adds.enqueued == ids  # bulk enqueue still goes through enqueue middleware, one by one
+    assert (await srv.get_job(ids[0])).headers == {"request-id": "req-a"}
+    async with running(srv):
+        for job_id in ids:
+            await srv.wait(job_id, timeout=10)
+    assert seen == {"async": "req-a", "sync": "req-s"}
+
+
+class Outer(Middleware):
+    def __init__(self, log: list[str], name: str) -> None:
+        self.log = log
+        self.name = name
+
+    async def process(self, ctx: JobCtx, call_next: ProcessNext) -> bytes | None:
+        self.log.append(f"{self.name}>")
+        try:
+            result = await call_next(ctx)
+        except Exception as exc:
+            self.log.append(f"<{self.name}!{type(exc).__name__}")
+            raise
+        self.log.append(f"<{self.name}:{result!r}")
+        return result
+
+
+@pytest.mark.asyncio
+async def test_process_middleware_is_an_onion_that_sees_results_errors_and_timeouts() -> None:
+    log: list[str] = []
+    srv = make_server(middleware=[Outer(log, "a"), Outer(log, "b")])
+
+    @srv.task("t", concurrency=1)  # one at a time, so the log reads in order
+    async def t(payload: bytes, ctx: JobCtx) -> bytes:
+        if payload == b"boom":
+            raise ValueError(payload)
+        if payload == b"slow":
+            await asyncio.sleep(30)
+        return payload
+
+    ok, boom, slow = [await srv.enqueue(Job("t", p, JobOpts(timeout=0.2))) for p in (b"ok", b"boom", b"slow")]
+    async with running(srv):
+        for job_id in (ok, boom, slow):
+            await srv.wait(job_id, timeout=10)
+    assert log == [
+        *("a>", "b>", "<b:b'ok'", "<a:b'ok'"),
+        *("a>", "b>", "<b!ValueError", "<a!ValueError"),
+        *("a>", "b>", "<b!JobTimeoutError", "<a!JobTimeoutError"),
+    ]
+
+
+class FailingBroker(MemoryBroker):
+    async def enqueue(self, queue: str, envelopes: Sequence[Envelope]) -> None:
+        msg = "broker is down"
+        raise ConnectionError(msg)
+
+
+@pytest.mark.asyncio
+async def test_a_failed_publish_leaves_no_queued_job_behind() -> None:
+    srv = make_server(broker=FailingBroker())
+    with pytest.raises(BrokerError, match=r"could not publish 1 job.*broker is down") as err:
+        await srv.enqueue(Job("t", b"", JobOpts(id="j1")))
+    assert isinstance(err.value.__cause__, ConnectionError)
+    with pytest.raises(NotFoundError):
+        await srv.get_job("j1")
+    # nothing half-made is left for groups and chains either
+    from tasqueue import Chain, Group
+
+    with pytest.raises(BrokerError):
+        await srv.enqueue_group(Group([Job("t", b"")], opts=__import__("tasqueue").GroupOpts(id="g")))
+    with pytest.raises(NotFoundError):
+        await srv.get_group("g")
+    with pytest.raises(BrokerError):
+        await srv.enqueue_chain(Chain([Job("t", b""), Job("t", b"")], opts=__import__("tasqueue").ChainOpts(id="c")))
+    with pytest.raises(NotFoundError):
+        await srv.get_chain("c")
+
+
+class FlakyResults(MemoryResults):
+    """Fails its first few batch writes, as a results store that restarts would."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def set_many(self, writes: Sequence[Write], *, success: Sequence[str] = (), failed: Sequence[str] = ()) -> list[bool]:
+        if self.failures and any(w.key.startswith("job:") and w.version for w in writes):
+            self.failures -= 1
+            msg = "results store unavailable"
+            raise ConnectionError(msg)
+        return await super().set_many(writes, success=success, failed=failed)
+
+
+@pytest.mark.asyncio
+async def test_outcome_writes_are_retried_until_the_store_is_back(caplog: pytest.LogCaptureFixture) -> None:
+    srv = make_server(results=FlakyResults(failures=3))
+
+    @srv.task("t")
+    async def t(payload: bytes, ctx: JobCtx) -> bytes:
+        return b"kept"
+
+    job_id = await srv.enqueue(Job("t", b""))
+    async with running(srv):
+        done = await srv.wait(job_id, timeout=10)
+    assert done.status is JobStatus.SUCCESSFUL
+    assert await srv.get_result(job_id) == b"kept"
+    assert "results store unavailable" in caplog.text
+
+
+class FlakyFetch(MemoryBroker):
+    def __init__(self) -> None:
+        super().__init__(visibility_timeout=0.5)
+        self.failures = 3
+
+    async def fetch(self, queue: str, max_count: int, *, timeout: float) -> list[Delivery]:
+        if self.failures:
+            self.failures -= 1
+            msg = "connection reset"
+            raise ConnectionError(msg)
+        return await super().fetch(queue, max_count, timeout=timeout)
+
+
+@pytest.mark.asyncio
+async def test_the_worker_keeps_fetching_after_broker_errors() -> None:
+    broker = FlakyFetch()
+    srv = make_server(broker=broker)
+
+    @srv.task("t")
+    async def t(payload: bytes, ctx: JobCtx) -> None:
+        return None
+
+    job_id = await srv.enqueue(Job("t", b""))
+    async with running(srv):
+        assert (await srv.wait(job_id, timeout=10)).status is JobStatus.SUCCESSFUL
+    assert broker.failures == 0
+
+
+class LosesLeases(MemoryBroker):
+    """A broker that reports every lease lost, as after a partition that outlived the lease."""
+
+    def __init__(self) -> None:
+        super().__init__(visibility_timeout=0.3)
+        self.lost: list[str] = []
+
+    async def extend(self, queue: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        self.lost += [d.id for d in deliveries]
+        return list(deliveries)
+
+
+@pytest.mark.asyncio
+async def test_a_run_whose_lease_was_lost_is_cancelled_and_writes_nothing() -> None:
+    broker = LosesLeases()
+    srv = make_server(broker=broker)
+    cancelled = asyncio.Event()
+
+    @srv.task("t")
+    async def t(payload: bytes, ctx: JobCtx) -> bytes:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return b"never"
+
+    job_id = await srv.enqueue(Job("t", b""))
+    async with running(srv):
+        async with asyncio.timeout(10):
+            await cancelled.wait()
+        stored = await srv.get_job(job_id)
+    assert job_id in broker.lost
+    assert stored.status is JobStatus.PROCESSING  # left for whoever holds the lease now
+    assert await srv.get_failed() == [] and await srv.get_success() == []
+
+
+@pytest.mark.asyncio
+async def test_a_redelivered_job_that_had_finished_is_not_run_again() -> None:
+    broker = MemoryBroker(visibility_timeout=0.3)
+    srv = make_server(broker=broker)
+    runs: list[int] = []
+
+    @srv.task("t")
+    async def t(payload: bytes, ctx: JobCtx) -> None:
+        runs.append(1)
+
+    job_id = await srv.enqueue(Job("t", b""))
+    async with running(srv):
+        await srv.wait(job_id, timeout=10)
+    # A worker finished the job, wrote its outcome and died before its ack reached the broker:
+    # the broker still holds the message and hands it out again once the lease runs out.
+    await broker.enqueue("tasqueue:tasks", [Envelope(job_id, msgspec.msgpack.encode(await srv.get_job(job_id)))])
+    (held,) = await broker.fetch("tasqueue:tasks", 1, timeout=1)
+    assert held.deliveries == 1
+    async with running(srv):
+        await eventually(lambda: not broker._queues["tasqueue:tasks"].items, timeout=10)
+    assert runs == [1]
+    assert (await srv.get_job(job_id)).status is JobStatus.SUCCESSFUL
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_schedule_drops_its_next_run_without_running_it() -> None:
+    broker = MemoryBroker(visibility_timeout=0.5)
+    srv = make_server(broker=broker)
+    ran: list[str] = []
+
+    @srv.task("tick")
+    async def tick(payload: bytes, ctx: JobCtx) -> None:
+        ran.append(ctx.meta.id)
+
+    schedule_id = await srv.enqueue(Job("tick", b"", JobOpts(schedule="*/5 * * * *")))
+    (first,) = await srv.get_pending()
+    eta = first.job.opts.eta
+    assert eta is not None and eta.minute % 5 == 0 and eta.second == 0 and eta > datetime.now(UTC)
+    assert eta - datetime.now(UTC) <= timedelta(minutes=5)
+    await srv.cancel_schedule(schedule_id)
+
+    due = msgspec.structs.replace(first, id="due-run")
+    await broker.enqueue("tasqueue:tasks", [Envelope("due-run", msgspec.msgpack.encode(due))])
+    async with running(srv):
+        await eventually(lambda: _empty_except(broker, schedule_id), timeout=10)
+    assert ran == []
+    with pytest.raises(NotFoundError):
+        await srv.get_job("due-run")
+
+
+async def _empty_except(broker: MemoryBroker, keep: str) -> bool:
+    from tasqueue._codec import decode_job
+
+    return [decode_job(p).id for p in await broker.get_pending("tasqueue:tasks")] == [keep]
+
+
+@pytest.mark.asyncio
+async def test_wait_gives_up_after_its_timeout() -> None:
+    srv = make_server()
+    job_id = await srv.enqueue(Job("nobody-runs-this", b""))
+    with pytest.raises(TimeoutError):
+        await srv.wait(job_id, timeout=0.1)
+
+
+@pytest.mark.asyncio
+async def test_expired_records_are_gone() -> None:
+    results = MemoryResults(expiry=0.2)
+    srv = make_server(results=results)
+    job_id = await srv.enqueue(Job("t", b""))
+    assert (await srv.get_job(job_id)).status is JobStatus.QUEUED
+
+    async def gone() -> bool:
+        try:
+            await srv.get_job(job_id)
+        except NotFoundError:
+            return True
+        return False
+
+    await eventually(gone, timeout=5)
+    # expired entries are also swept, not only hidden: memory stays bounded
+    await results.set("other", b"x")
+    assert f"job:{job_id}" not in results._data
+
+
+@pytest.mark.asyncio
+async def test_get_pending_shows_undecodable_bytes_as_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    srv = make_server()
+    await srv.broker.enqueue("tasqueue:tasks", [Envelope("junk", b"\x00\x01")])
+    good = await srv.enqueue(Job("t", b""))
+    assert [m.id for m in await srv.get_pending()] == [good]
+    assert "undecodable message is pending" in caplog.text
