@@ -1,0 +1,59 @@
+"""The Lua scripts, loaded from the package's ``lua/`` folder and called by SHA.
+
+Every script is ``_common.lua`` (shared helpers) followed by its own file. Calls go out as
+EVALSHA; after a Redis restart (or on a Cluster node that never saw the script) the server
+answers NOSCRIPT, and the script is loaded and called again. That second call is safe because
+every script is written to be replayed: redis-py also replays commands on its own after a
+connection error, when it cannot know whether the first try ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+__all__ = ["Script"]
+
+
+def _source(name: str) -> str:
+    folder = resources.files("tasqueue_redis") / "lua"
+    return (folder / "_common.lua").read_text("utf-8") + "\n" + (folder / f"{name}.lua").read_text("utf-8")
+
+
+class Script:
+    """One Lua script: its source and SHA, and a call with the NOSCRIPT fallback."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = _source(name)
+        self.sha = hashlib.sha1(self.source.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.load(client)
+            return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    async def load(self, client: Any) -> None:
+        """Load the script (on every primary, for a Cluster client)."""
+        await client.script_load(self.source)
+
+    def args(self, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+        """The arguments of an EVALSHA of this script, for a pipeline."""
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+ENQUEUE = Script("enqueue")
+CLAIM = Script("claim")
+ACK = Script("ack")
+NACK = Script("nack")
+EXTEND = Script("extend")
+PENDING = Script("pending")
+RESULTS_SET = Script("results_set")
+RESULTS_LIST = Script("results_list")

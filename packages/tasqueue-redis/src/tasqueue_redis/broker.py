@@ -1,0 +1,334 @@
+"""``RedisBroker``: at-least-once queues on Redis, with leases, fencing and delayed messages.
+
+Keys of one queue ``q`` share the hash tag ``{q}`` (so a Redis Cluster keeps them on one node
+and every script touches one slot)::
+
+    tq:{q}:pending   LIST   ids ready to run; enqueue LPUSHes, claim RPOPs (FIFO)
+    tq:{q}:delayed   ZSET   id -> due time (ms, Redis clock)
+    tq:{q}:active    ZSET   id -> lease deadline (ms, Redis clock)
+    tq:{q}:data      HASH   id -> message bytes (an id held here is "held": enqueue skips it)
+    tq:{q}:count     HASH   id -> deliveries of the current bytes
+    tq:{q}:lease     HASH   id -> fencing token of the current lease
+    tq:{q}:state     HASH   seq (last token), seen/hold (pause detection)
+    tq:{q}:wake      LIST   at most one token; idle workers block on it with BLPOP
+
+Every state change is one Lua script (``lua/``), so two workers never take one message and a
+crash between two commands cannot lose one. A fetch leases messages until a deadline in Redis
+server time; the worker renews it (``extend``) while the handler runs; ``ack`` and ``nack``
+must present the lease's token, so a worker whose lease ran out and was handed to another
+worker can neither settle nor renew the new delivery. Expired leases are taken back by the
+claim script that any live worker runs, after a grace, and not after a pause of Redis itself
+(see ``liveness`` in ``lua/_common.lua``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+from redis.exceptions import RedisError
+
+from tasqueue.broker import Delivery, Envelope
+from tasqueue.errors import BrokerError, ConfigurationError
+from tasqueue_redis import _lua
+from tasqueue_redis._config import DEFAULT_PREFIX, decodes_responses, make_client, parse_url, socket_timeout_of
+
+__all__ = ["QueueStats", "RedisBroker"]
+
+log = logging.getLogger("tasqueue.redis")
+
+#: Most messages one claim script leases (a fetch asks for at most its free slots anyway).
+MAX_CLAIM = 1000
+#: Most due delayed messages, and most expired leases, one claim script moves.
+MOVE_LIMIT = 1000
+_ENQUEUE_CHUNK = 500
+_SETTLE_CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """How many messages a queue holds in each state."""
+
+    pending: int
+    delayed: int
+    active: int
+
+
+class _Keys:
+    __slots__ = ("active", "claim", "count", "data", "delayed", "lease", "pending", "state", "wake")
+
+    def __init__(self, prefix: str, queue: str) -> None:
+        base = f"{prefix}:{{{queue}}}:"
+        self.pending = base + "pending"
+        self.delayed = base + "delayed"
+        self.active = base + "active"
+        self.data = base + "data"
+        self.count = base + "count"
+        self.lease = base + "lease"
+        self.state = base + "state"
+        self.wake = base + "wake"
+        self.claim = [self.pending, self.active, self.delayed, self.data, self.count, self.lease, self.state, self.wake]
+
+
+class RedisBroker:
+    """A ``tasqueue.broker.Broker`` on Redis (or Redis Cluster).
+
+    Args:
+        client: A ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster`` that returns bytes
+            (``decode_responses=False``, the default).
+        visibility_timeout: Seconds a lease lasts without ``extend``. A message whose worker
+            died comes back this long (plus a grace of a quarter of it, at most 5 s) after its
+            last renewal.
+        prefix: The first part of every key, to keep several deployments in one database apart.
+        close_client: Close ``client`` in ``close()``. ``from_url`` sets it: the broker made
+            the client, so it owns it.
+
+    ``RedisBroker.from_url("redis://host:6379/0?visibility_timeout=30")`` builds the client too;
+    see the package README for every URL option.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        visibility_timeout: float = 30.0,
+        prefix: str = DEFAULT_PREFIX,
+        close_client: bool = False,
+    ) -> None:
+        if not visibility_timeout > 0:
+            msg = f"visibility_timeout must be > 0 seconds, got {visibility_timeout}"
+            raise ConfigurationError(msg)
+        if decodes_responses(client):
+            msg = "RedisBroker needs a client that returns bytes: build it with decode_responses=False"
+            raise ConfigurationError(msg)
+        self._client = client
+        self._vt = float(visibility_timeout)
+        self._prefix = prefix
+        self._close_client = close_client
+        self._lease_ms = math.ceil(self._vt * 1000)
+        self._grace_ms = math.ceil(min(self._vt / 4, 5.0) * 1000)
+        # Live workers run a script on their queue at least every third of a lease (a heartbeat)
+        # or every idle block (below); a silence of half a lease means Redis was paused.
+        self._gap_ms = math.ceil(self._vt * 500)
+        block = min(self._vt / 4, 2.0)
+        socket_timeout = socket_timeout_of(client)
+        if socket_timeout is not None:
+            # A blocking read must come back before the socket's read timeout fires.
+            block = min(block, socket_timeout / 2)
+        self._block = block
+        self._keys: dict[str, _Keys] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Build a broker and its client from a ``redis://``, ``rediss://`` or ``unix://`` URL."""
+        bare, client_opts, own = parse_url(url, "broker", options)
+        prefix = client_opts.pop("prefix", DEFAULT_PREFIX)
+        return cls(make_client(bare, client_opts), prefix=prefix, close_client=True, **own)
+
+    @property
+    def visibility_timeout(self) -> float:
+        return self._vt
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client this broker uses."""
+        return self._client
+
+    def _queue(self, queue: str) -> _Keys:
+        keys = self._keys.get(queue)
+        if keys is None:
+            if not queue:
+                msg = "a queue name must be a non-empty string"
+                raise BrokerError(msg)
+            keys = self._keys[queue] = _Keys(self._prefix, queue)
+        return keys
+
+    # ---- publishing ----------------------------------------------------------------------
+
+    async def enqueue(self, queue: str, envelopes: Sequence[Envelope]) -> None:
+        keys = self._queue(queue)
+        script_keys = [keys.pending, keys.delayed, keys.data, keys.wake]
+        for start in range(0, len(envelopes), _ENQUEUE_CHUNK):
+            args: list[Any] = []
+            for env in envelopes[start : start + _ENQUEUE_CHUNK]:
+                # Whole milliseconds, rounded up: a message is never fetchable before its delay.
+                args += (env.id, env.data, math.ceil(env.delay * 1000) if env.delay > 0 else 0)
+            try:
+                await _lua.ENQUEUE(self._client, script_keys, args)
+            except RedisError as exc:
+                msg = f"could not publish {len(envelopes)} message(s) to queue {queue!r}: {exc}"
+                raise BrokerError(msg) from exc
+
+    # ---- consuming -----------------------------------------------------------------------
+
+    async def fetch(self, queue: str, max_count: int, *, timeout: float) -> list[Delivery]:
+        keys = self._queue(queue)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + max(timeout, 0.0)
+        count = min(max_count, MAX_CLAIM)
+        while True:
+            deliveries, hint = await self._claim(queue, keys, count)
+            if deliveries:
+                return deliveries
+            wait = give_up - loop.time()
+            if wait <= 0 or count <= 0:
+                return []
+            wait = min(wait, self._block)
+            if hint >= 0:
+                wait = min(wait, hint / 1000)
+            if wait > 0.0005:
+                await self._block_for_work(queue, keys, wait)
+
+    async def _claim(self, queue: str, keys: _Keys, count: int) -> tuple[list[Delivery], float]:
+        args = [count, self._lease_ms, self._grace_ms, self._gap_ms, MOVE_LIMIT]
+        claim = asyncio.ensure_future(_lua.CLAIM(self._client, keys.claim, args))
+        try:
+            reply = await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            # The worker stopped fetching while the script ran: whatever it leased goes back at
+            # once instead of waiting out a lease that nobody holds.
+            self._spawn(self._undo_claim(queue, keys, claim))
+            raise
+        except RedisError as exc:
+            msg = f"could not fetch from queue {queue!r}: {exc}"
+            raise BrokerError(msg) from exc
+        return _deliveries(reply), float(reply[1])
+
+    async def _undo_claim(self, queue: str, keys: _Keys, claim: asyncio.Future[Any]) -> None:
+        try:
+            deliveries = _deliveries(await claim)
+        except RedisError:
+            return  # the claim may or may not have run; its leases, if any, will run out
+        if deliveries:
+            await self._give_back(queue, keys, deliveries, mode="u", delay=0.0, data=None)
+
+    async def _block_for_work(self, queue: str, keys: _Keys, seconds: float) -> None:
+        """Wait on the wake list until an enqueue (or a nack) pushes a token, or ``seconds`` pass."""
+        try:
+            await self._client.execute_command("BLPOP", keys.wake, f"{seconds:.3f}")
+        except RedisError as exc:
+            msg = f"could not wait for work on queue {queue!r}: {exc}"
+            raise BrokerError(msg) from exc
+
+    async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
+        keys = self._queue(queue)
+        script_keys = [keys.active, keys.data, keys.count, keys.lease]
+        for start in range(0, len(deliveries), _SETTLE_CHUNK):
+            args: list[Any] = []
+            for d in deliveries[start : start + _SETTLE_CHUNK]:
+                args += (d.id, d.receipt)
+            try:
+                await _lua.ACK(self._client, script_keys, args)
+            except RedisError as exc:
+                msg = f"could not ack {len(deliveries)} message(s) on queue {queue!r}: {exc}"
+                raise BrokerError(msg) from exc
+
+    async def nack(self, queue: str, delivery: Delivery, *, data: bytes | None = None, delay: float = 0.0) -> None:
+        mode = "k" if data is None else "r"
+        await self._give_back(queue, self._queue(queue), [delivery], mode=mode, delay=delay, data=data)
+
+    async def _give_back(
+        self,
+        queue: str,
+        keys: _Keys,
+        deliveries: Sequence[Delivery],
+        *,
+        mode: str,
+        delay: float,
+        data: bytes | None,
+    ) -> None:
+        script_keys = [keys.pending, keys.active, keys.delayed, keys.data, keys.count, keys.lease, keys.wake]
+        args: list[Any] = [math.ceil(delay * 1000) if delay > 0 else 0, mode]
+        for d in deliveries:
+            args += (d.id, d.receipt, b"" if data is None else data)
+        try:
+            await _lua.NACK(self._client, script_keys, args)
+        except RedisError as exc:
+            msg = f"could not give {len(deliveries)} message(s) back to queue {queue!r}: {exc}"
+            raise BrokerError(msg) from exc
+
+    async def extend(self, queue: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        keys = self._queue(queue)
+        script_keys = [keys.active, keys.lease, keys.state]
+        lost: list[Delivery] = []
+        for start in range(0, len(deliveries), _SETTLE_CHUNK):
+            part = deliveries[start : start + _SETTLE_CHUNK]
+            args: list[Any] = [self._lease_ms, self._gap_ms]
+            for d in part:
+                args += (d.id, d.receipt)
+            try:
+                gone = await _lua.EXTEND(self._client, script_keys, args)
+            except RedisError as exc:
+                msg = f"could not renew {len(deliveries)} lease(s) on queue {queue!r}: {exc}"
+                raise BrokerError(msg) from exc
+            lost += (part[i - 1] for i in gone)
+        return lost
+
+    # ---- introspection -------------------------------------------------------------------
+
+    async def get_pending(self, queue: str) -> list[bytes]:
+        keys = self._queue(queue)
+        try:
+            found: list[bytes] = await _lua.PENDING(self._client, [keys.pending, keys.delayed, keys.data], [])
+        except RedisError as exc:
+            msg = f"could not list the pending messages of queue {queue!r}: {exc}"
+            raise BrokerError(msg) from exc
+        return found
+
+    async def stats(self, queue: str) -> QueueStats:
+        """How many messages of ``queue`` are ready, delayed and leased right now."""
+        keys = self._queue(queue)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.llen(keys.pending)
+                pipe.zcard(keys.delayed)
+                pipe.zcard(keys.active)
+                pending, delayed, active = await pipe.execute()
+        except RedisError as exc:
+            msg = f"could not read the counts of queue {queue!r}: {exc}"
+            raise BrokerError(msg) from exc
+        return QueueStats(int(pending), int(delayed), int(active))
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(self._quietly(coro))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _quietly(coro: Any) -> None:
+        try:
+            await coro
+        except Exception:
+            log.warning("could not hand back messages of a cancelled fetch; they return when their lease runs out", exc_info=True)
+
+    async def close(self) -> None:
+        if self._background:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*self._background, return_exceptions=True), timeout=5.0)
+        if self._close_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"RedisBroker(prefix={self._prefix!r}, visibility_timeout={self._vt:g})"
+
+
+def _deliveries(reply: list[Any]) -> list[Delivery]:
+    token = reply[0]
+    out: list[Delivery] = []
+    for i in range(2, len(reply), 3):
+        out.append(Delivery(reply[i].decode("utf-8", "backslashreplace"), reply[i + 1], reply[i + 2], token))
+    return out

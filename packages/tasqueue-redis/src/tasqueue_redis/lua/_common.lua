@@ -1,0 +1,49 @@
+-- Prepended to every tasqueue-redis script (see _lua.py). Scripts only touch the keys they are
+-- given in KEYS; a broker script's keys all share one queue's hash tag, so Cluster accepts them.
+
+-- Redis server time in milliseconds: every deadline and due time uses this one clock.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Run a variadic command with `list` as its arguments, in slices that fit Lua's C stack
+-- (unpack of more than ~8000 values fails). Slices of 1000 keep (score, member) pairs together.
+local function bulk(cmd, key, list)
+  local n = #list
+  for i = 1, n, 1000 do
+    redis.call(cmd, key, unpack(list, i, math.min(i + 999, n)))
+  end
+end
+
+local function reversed(list)
+  local out = {}
+  for i = #list, 1, -1 do
+    out[#out + 1] = list[i]
+  end
+  return out
+end
+
+-- Tell one idle worker blocked on the wake list that there is work; at most one token waits.
+local function wake(key)
+  redis.call('RPUSH', key, 1)
+  redis.call('LTRIM', key, 0, 0)
+end
+
+-- Pause detection. Live workers run claim or extend on a queue at least every `gap` ms, and
+-- `state.seen` records when that last happened. A longer silence means Redis itself was paused
+-- or down (or every worker was gone): leases then look expired only because nobody could renew
+-- them, so reaping is held off for one lease from now, which gives live workers time to renew.
+-- Returns the time from which expired leases may be reaped.
+local function liveness(state, now, gap, lease)
+  local st = redis.call('HMGET', state, 'seen', 'hold')
+  local seen = tonumber(st[1])
+  local hold = tonumber(st[2]) or 0
+  if seen == nil or now - seen > gap then
+    hold = now + lease
+    redis.call('HSET', state, 'seen', now, 'hold', hold)
+  else
+    redis.call('HSET', state, 'seen', now)
+  end
+  return hold
+end

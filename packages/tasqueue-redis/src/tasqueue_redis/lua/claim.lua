@@ -1,0 +1,101 @@
+-- Lease up to max_count messages. KEYS: pending active delayed data count lease state wake.
+-- ARGV: max_count lease_ms grace_ms gap_ms limit.
+-- On the way it promotes due delayed messages and gives expired leases back, so idle queues
+-- need no separate mover. Returns {token, hint_ms, id1, data1, deliveries1, id2, ...}, where
+-- hint_ms says when calling again may find work (-1: only an enqueue will bring any).
+local pending, active, delayed, data, count, lease, state, wakekey =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local n = tonumber(ARGV[1])
+local lease_ms = tonumber(ARGV[2])
+local grace = tonumber(ARGV[3])
+local limit = tonumber(ARGV[5])
+local now = now_ms()
+local hold = liveness(state, now, tonumber(ARGV[4]), lease_ms)
+
+-- Due delayed messages join the back of the queue, earliest due first.
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
+if #due > 0 then
+  bulk('LPUSH', pending, due)
+  bulk('ZREM', delayed, due)
+end
+
+-- Leases that ran out (plus a grace) go back to the front: they were taken before anything
+-- still waiting. Not while a pause hold-off is in force (see liveness).
+if now >= hold then
+  local dead = redis.call('ZRANGEBYSCORE', active, '-inf', now - grace, 'LIMIT', 0, limit)
+  if #dead > 0 then
+    bulk('ZREM', active, dead)
+    bulk('HDEL', lease, dead)
+    bulk('RPUSH', pending, reversed(dead))
+  end
+end
+
+local out = {0, -1}
+if n > 0 then
+  local ids = redis.call('RPOP', pending, n)
+  if ids then
+    -- One fencing token per claim: a settle must present it, so the holder of an expired lease
+    -- cannot ack or extend a later delivery of the same message.
+    local tok = redis.call('HINCRBY', state, 'seq', 1)
+    out[1] = tok
+    local datas = redis.call('HMGET', data, unpack(ids))
+    local held = redis.call('HMGET', lease, unpack(ids))
+    local deadline = now + lease_ms
+    local zargs, largs, taken = {}, {}, {}
+    for i, id in ipairs(ids) do
+      local d = datas[i]
+      if not held[i] and not taken[id] then
+        if not d then
+          -- An element without a payload: bytes pushed by hand, or an id whose payload was
+          -- deleted. It becomes a message whose data is the element itself (the worker stores
+          -- undecodable data as a failed job), under its own id when that is a plain id.
+          d = id
+          if #id > 200 or string.find(id, '[^%w%-%._:@/+=]') then
+            id = 'raw:' .. redis.sha1hex(id)
+          end
+          if redis.call('HSETNX', data, id, d) == 0 then
+            id = nil -- the same bytes are already held: a duplicate
+          end
+        end
+        if id then
+          taken[id] = true
+          local c = redis.call('HINCRBY', count, id, 1)
+          zargs[#zargs + 1] = deadline
+          zargs[#zargs + 1] = id
+          largs[#largs + 1] = id
+          largs[#largs + 1] = tok
+          out[#out + 1] = id
+          out[#out + 1] = d
+          out[#out + 1] = c
+        end
+      end
+    end
+    if #zargs > 0 then
+      bulk('ZADD', active, zargs)
+      bulk('HSET', lease, largs)
+    end
+  end
+end
+
+if redis.call('LLEN', pending) > 0 then
+  out[2] = 0
+  -- More is waiting: pass the wake-up on to the next idle worker.
+  if #out > 2 then
+    wake(wakekey)
+  end
+else
+  local hint = -1
+  local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+  if first[2] then
+    hint = math.max(0, tonumber(first[2]) - now)
+  end
+  local oldest = redis.call('ZRANGE', active, 0, 0, 'WITHSCORES')
+  if oldest[2] then
+    local h = math.max(0, math.max(tonumber(oldest[2]) + grace, hold) - now)
+    if hint < 0 or h < hint then
+      hint = h
+    end
+  end
+  out[2] = hint
+end
+return out

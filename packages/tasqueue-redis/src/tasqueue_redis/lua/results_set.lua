@@ -1,0 +1,72 @@
+-- Results writes. KEYS: n value keys, then list keys (success and/or failed ZSETs).
+-- ARGV: px_ms list_ttl_us list_limit n, then per value key (mode, value), then per list key
+-- (count, id...). Values start with a 16-byte decimal version header (-1: unversioned).
+--   mode 'v'/'V': versioned: written only if the key is absent or holds a lower version;
+--   mode 'u'/'U': always written. Upper case: persist (no expiry).
+-- Versions stay below 2^53, so Lua's doubles compare them exactly. Returns one '1'/'0' per
+-- value key. Replays are harmless: a versioned write does not win twice, a plain one rewrites
+-- the same bytes, a list add moves the id to the end again.
+local px = tonumber(ARGV[1])
+local list_ttl = tonumber(ARGV[2])
+local list_limit = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+local out = {}
+local p = 5
+for i = 1, n do
+  local mode, value = ARGV[p], ARGV[p + 1]
+  p = p + 2
+  local write = true
+  if mode == 'v' or mode == 'V' then
+    local current = redis.call('GETRANGE', KEYS[i], 0, 15)
+    if current ~= '' then
+      local have = tonumber(current) or -1
+      if have >= tonumber(string.sub(value, 1, 16)) then
+        write = false
+      end
+    end
+  end
+  if write then
+    if px > 0 and (mode == 'v' or mode == 'u') then
+      redis.call('SET', KEYS[i], value, 'PX', px)
+    else
+      redis.call('SET', KEYS[i], value)
+    end
+    out[i] = '1'
+  else
+    out[i] = '0'
+  end
+end
+if #KEYS > n then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  for k = n + 1, #KEYS do
+    local key = KEYS[k]
+    local c = tonumber(ARGV[p])
+    if c > 0 then
+      -- Scores are microseconds, kept increasing so that ids stay in the order they were added.
+      local base = now
+      local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+      if top[2] and tonumber(top[2]) >= base then
+        base = tonumber(top[2]) + 1
+      end
+      local z = {}
+      for j = 1, c do
+        z[#z + 1] = base + j - 1
+        z[#z + 1] = ARGV[p + j]
+      end
+      bulk('ZADD', key, z)
+      if list_ttl > 0 then
+        redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('(%.0f', now - list_ttl))
+        redis.call('PEXPIRE', key, math.ceil(list_ttl / 1000) + 1000)
+      end
+      if list_limit > 0 then
+        local size = redis.call('ZCARD', key)
+        if size > list_limit then
+          redis.call('ZREMRANGEBYRANK', key, 0, size - list_limit - 1)
+        end
+      end
+    end
+    p = p + 1 + c
+  end
+end
+return table.concat(out)

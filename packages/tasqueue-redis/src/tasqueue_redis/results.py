@@ -1,0 +1,244 @@
+"""``RedisResults``: job messages, results and the success/failed lists in Redis.
+
+Keys (``tq`` is the prefix)::
+
+    tq:<key>      STRING  a 16-byte version header, then the value; expires after ``expiry``
+    tq:success    ZSET    job id -> when it was added (µs, Redis clock); trimmed by age and size
+    tq:failed     ZSET    likewise
+
+The header is the write's version in decimal (``-000000000000001`` for an unversioned write), so
+"write only if absent or lower" is one ``GETRANGE`` and a compare inside a script, exact for
+every version below 2**53 (the core's stay below 2**50). ``set_many`` is one EVALSHA for the
+whole batch on a single Redis; on a Cluster, where keys live on different nodes, it is one
+pipeline of single-key scripts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Final, Self
+
+from redis.exceptions import NoScriptError, RedisError
+
+from tasqueue.errors import ConfigurationError, NotFoundError, ResultsError
+from tasqueue.results import Write
+from tasqueue_redis import _lua
+from tasqueue_redis._config import DEFAULT_PREFIX, decodes_responses, make_client, parse_url
+
+__all__ = ["DEFAULT_EXPIRY", "DEFAULT_LIST_LIMIT", "RedisResults"]
+
+#: Seconds keys and list entries are kept by default (as ``memory://`` does).
+DEFAULT_EXPIRY = 86400.0
+#: Most ids each of the success and failed lists keeps by default.
+DEFAULT_LIST_LIMIT = 100_000
+
+_HEADER = 16
+_UNVERSIONED = b"-000000000000001"
+_MAX_VERSION = 2**53
+_SAME: Final[Any] = object()
+
+
+def _header(version: int | None) -> bytes:
+    if version is None:
+        return _UNVERSIONED
+    if not 0 <= version < _MAX_VERSION:
+        msg = f"a write version must be in 0..2**53-1, got {version}"
+        raise ValueError(msg)
+    return b"%016d" % version
+
+
+class RedisResults:
+    """A ``tasqueue.results.Results`` store on Redis (or Redis Cluster).
+
+    Args:
+        client: A ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster`` that returns bytes.
+        expiry: Seconds job messages and results are kept (``None``: until deleted).
+        list_expiry: Seconds ids stay on the success and failed lists; ``expiry`` by default.
+        list_limit: Most ids each list keeps (the oldest go first); ``None`` lifts the cap.
+        prefix: The first part of every key.
+        close_client: Close ``client`` in ``close()`` (``from_url`` sets it).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        expiry: float | None = DEFAULT_EXPIRY,
+        list_expiry: float | None = _SAME,
+        list_limit: int | None = DEFAULT_LIST_LIMIT,
+        prefix: str = DEFAULT_PREFIX,
+        close_client: bool = False,
+    ) -> None:
+        if list_expiry is _SAME:
+            list_expiry = expiry
+        for name, value in (("expiry", expiry), ("list_expiry", list_expiry)):
+            if value is not None and not value > 0:
+                msg = f"{name} must be > 0 seconds or None (keep until deleted), got {value}"
+                raise ConfigurationError(msg)
+        if list_limit is not None and list_limit < 0:
+            msg = f"list_limit must be >= 0 or None (no cap), got {list_limit}"
+            raise ConfigurationError(msg)
+        if decodes_responses(client):
+            msg = "RedisResults needs a client that returns bytes: build it with decode_responses=False"
+            raise ConfigurationError(msg)
+        self._client = client
+        self._cluster = hasattr(client, "nodes_manager")
+        self._close_client = close_client
+        self._prefix = prefix + ":"
+        self.expiry = expiry
+        self.list_expiry = list_expiry
+        self.list_limit = list_limit
+        self._px = 0 if expiry is None else math.ceil(expiry * 1000)
+        self._list_ttl_us = 0 if list_expiry is None else math.ceil(list_expiry * 1_000_000)
+        self._limit = list_limit or 0
+        self._success = self._prefix + "success"
+        self._failed = self._prefix + "failed"
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Build a store and its client from a ``redis://``, ``rediss://`` or ``unix://`` URL."""
+        bare, client_opts, own = parse_url(url, "results", options)
+        prefix = client_opts.pop("prefix", DEFAULT_PREFIX)
+        return cls(make_client(bare, client_opts), prefix=prefix, close_client=True, **own)
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client this store uses."""
+        return self._client
+
+    # ---- reading -------------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes:
+        try:
+            raw = await self._client.execute_command("GET", self._prefix + key)
+        except RedisError as exc:
+            msg = f"could not read {key!r}: {exc}"
+            raise ResultsError(msg) from exc
+        if raw is None:
+            msg = f"nothing stored under {key!r}"
+            raise NotFoundError(msg)
+        value: bytes = raw[_HEADER:]
+        return value
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        full = [self._prefix + k for k in keys]
+        try:
+            if self._cluster:
+                raws = await self._client.mget_nonatomic(full)
+            else:
+                raws = await self._client.execute_command("MGET", *full)
+        except RedisError as exc:
+            msg = f"could not read {len(keys)} key(s): {exc}"
+            raise ResultsError(msg) from exc
+        return [None if raw is None else raw[_HEADER:] for raw in raws]
+
+    async def get_success(self) -> list[str]:
+        return await self._list(self._success, "success")
+
+    async def get_failed(self) -> list[str]:
+        return await self._list(self._failed, "failed")
+
+    async def _list(self, key: str, name: str) -> list[str]:
+        try:
+            ids = await _lua.RESULTS_LIST(self._client, [key], [self._list_ttl_us])
+        except RedisError as exc:
+            msg = f"could not read the {name} list: {exc}"
+            raise ResultsError(msg) from exc
+        return [i.decode("utf-8", "backslashreplace") for i in ids]
+
+    # ---- writing -------------------------------------------------------------------------
+
+    async def set(self, key: str, value: bytes, *, version: int | None = None, persist: bool = False) -> bool:
+        (done,) = await self.set_many([Write(key, value, version, persist)])
+        return done
+
+    async def set_many(
+        self,
+        writes: Sequence[Write],
+        *,
+        success: Sequence[str] = (),
+        failed: Sequence[str] = (),
+    ) -> list[bool]:
+        if not (writes or success or failed):
+            return []
+        keys: list[str] = []
+        values: list[Any] = []
+        for w in writes:
+            keys.append(self._prefix + w.key)
+            mode = ("u" if w.version is None else "v") if not w.persist else ("U" if w.version is None else "V")
+            values += (mode, _header(w.version) + w.value)
+        try:
+            if self._cluster:
+                return await self._set_many_cluster(keys, values, success, failed)
+            lists: list[str] = []
+            tail: list[Any] = []
+            for list_key, ids in ((self._success, success), (self._failed, failed)):
+                if ids:
+                    lists.append(list_key)
+                    tail += (len(ids), *ids)
+            args = [self._px, self._list_ttl_us, self._limit, len(keys), *values, *tail]
+            reply = await _lua.RESULTS_SET(self._client, keys + lists, args)
+        except RedisError as exc:
+            msg = f"could not write {len(writes)} key(s): {exc}"
+            raise ResultsError(msg) from exc
+        return [c == 49 for c in reply]  # b"1"
+
+    async def _set_many_cluster(
+        self, keys: list[str], values: list[Any], success: Sequence[str], failed: Sequence[str]
+    ) -> list[bool]:
+        """One pipeline of single-key scripts: keys of one batch live on different nodes."""
+        calls: list[tuple[Any, ...]] = []
+        head = [self._px, self._list_ttl_us, self._limit]
+        for i, key in enumerate(keys):
+            calls.append(_lua.RESULTS_SET.args([key], [*head, 1, values[2 * i], values[2 * i + 1]]))
+        for list_key, ids in ((self._success, success), (self._failed, failed)):
+            if ids:
+                calls.append(_lua.RESULTS_SET.args([list_key], [*head, 0, len(ids), *ids]))
+        for attempt in range(2):
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for call in calls:
+                        pipe.execute_command(*call)
+                    replies = await pipe.execute()
+                break
+            except NoScriptError:
+                # A node restarted or joined since the script was loaded. Everything in the
+                # pipeline is safe to run twice, so load it everywhere and go again.
+                if attempt:
+                    raise
+                await _lua.RESULTS_SET.load(self._client)
+        return [r == b"1" for r in replies[: len(keys)]]
+
+    async def delete(self, keys: Sequence[str], *, ids: Sequence[str] = ()) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                if self._cluster:
+                    for key in keys:
+                        pipe.delete(self._prefix + key)
+                elif keys:
+                    pipe.delete(*(self._prefix + k for k in keys))
+                if ids:
+                    pipe.zrem(self._success, *ids)
+                    pipe.zrem(self._failed, *ids)
+                await pipe.execute()
+        except RedisError as exc:
+            msg = f"could not delete {len(keys)} key(s): {exc}"
+            raise ResultsError(msg) from exc
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._close_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"RedisResults(prefix={self._prefix[:-1]!r}, expiry={self.expiry})"
