@@ -49,17 +49,20 @@ def derived_id(parent: str, kind: str, n: int | str) -> str:
 
 # A job-status write carries a version that grows with the job's progress, so that a store keeps
 # the newest state whatever order writes arrive in. Ordered by: retries done, times handed back by
-# a shutdown, deliveries of this attempt (a redelivery beats the worker that lost it), then phase.
+# a shutdown, whether the attempt finished, deliveries of this attempt (a redelivery beats the
+# worker that lost it), then phase. "Finished" sits above deliveries so that once any worker has
+# finished an attempt, a redelivery of that same attempt cannot move its status back.
 PHASE_QUEUED = 0
 PHASE_RUNNING = 1
 PHASE_HANDED_BACK = 2  # retrying, or released by a shutdown
-PHASE_DONE = 3  # successful or failed: nothing of the same attempt overwrites it
+PHASE_DONE = 3  # successful or failed
 
 _FIELD = 0xFFFF
 
 
 def status_version(retried: int, released: int, deliveries: int, phase: int) -> int:
-    """The version of a job-status write; fits in 50 bits, so Lua's doubles hold it exactly."""
+    """The version of a job-status write; fits in 51 bits, so Lua's doubles hold it exactly."""
     if retried > _FIELD or released > _FIELD or deliveries > _FIELD:
         retried, released, deliveries = min(retried, _FIELD), min(released, _FIELD), min(deliveries, _FIELD)
-    return (((retried << 16) | released) << 16 | deliveries) << 2 | phase
+    done = phase == PHASE_DONE
+    return ((((retried << 16 | released) << 1 | done) << 16 | deliveries) << 2) | phase

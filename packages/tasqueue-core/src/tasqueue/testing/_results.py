@@ -67,7 +67,7 @@ class ResultsSuite:
         assert await results.get("job") == b"v9"
 
     async def test_large_versions_are_compared_exactly(self, results: Results) -> None:
-        # The core packs progress into versions up to 2**50; stores must not round them.
+        # The core packs progress into versions up to 2**51; stores must not round them.
         big = 2**49 + 3
         assert await results.set("job", b"a", version=big) is True
         assert await results.set("job", b"b", version=big - 1) is False

@@ -1,0 +1,72 @@
+"""Throughput and memory of the job engine itself, on the embedded memory:// backend.
+
+    python benchmarks/bench_memory.py [--jobs 100000] [--concurrency 10]
+
+Enqueues N no-op jobs one by one (``await srv.enqueue``), starts the worker and times until
+every job has run and its outcome is stored, then times a bulk enqueue (``enqueue_many``) on a
+second server, all in one process. Prints jobs/s for each phase and the peak RSS of the run
+(records are kept for the default 24 h, so it grows with N). With no broker or network in
+the way, this is the ceiling every backend's figures are bounded by.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import time
+
+from tasqueue import Job, JobCtx, JobStatus, Server
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+async def main(jobs: int, concurrency: int) -> None:
+    baseline = peak_rss_mb()
+    srv = Server(load_entrypoints=False)
+    left = jobs
+    finished = asyncio.Event()
+
+    @srv.task("noop", concurrency=concurrency)
+    async def noop(payload: bytes, ctx: JobCtx) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0:
+            finished.set()
+
+    start = time.perf_counter()
+    ids = [await srv.enqueue(Job("noop", b"")) for _ in range(jobs)]
+    one_by_one = time.perf_counter() - start
+
+    worker = asyncio.create_task(srv.start(handle_signals=False))
+    start = time.perf_counter()
+    await finished.wait()
+    # Every outcome written, not just every handler returned.
+    assert (await srv.wait(ids[-1], poll=0.001)).status is JobStatus.SUCCESSFUL
+    processing = time.perf_counter() - start
+    await srv.stop()
+    await worker
+    assert len(await srv.get_success()) == jobs
+    run_rss = peak_rss_mb()  # before the bulk phase adds a second server's worth of records
+
+    bulk_srv = Server(load_entrypoints=False)
+    start = time.perf_counter()
+    for offset in range(0, jobs, 1000):
+        await bulk_srv.enqueue_many([Job("noop", b"") for _ in range(min(1000, jobs - offset))])
+    bulk = time.perf_counter() - start
+
+    print(f"memory:// {jobs:,} no-op jobs, concurrency {concurrency}, one process")
+    print(f"  enqueue one by one : {jobs / one_by_one:10,.0f} jobs/s")
+    print(f"  enqueue_many (1000): {jobs / bulk:10,.0f} jobs/s")
+    print(f"  processing         : {jobs / processing:10,.0f} jobs/s")
+    print(f"  peak RSS           : {run_rss:10,.0f} MB with every job's record kept (before the run: {baseline:.0f} MB)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--concurrency", type=int, default=10)
+    args = parser.parse_args()
+    asyncio.run(main(args.jobs, args.concurrency))
