@@ -6,14 +6,20 @@ prefix of their own, which is cheaper than a FLUSHALL and lets tests run side by
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 import pytest_asyncio
@@ -202,3 +208,95 @@ async def cluster_results_factory(redis_cluster: RedisCluster, prefix: str) -> A
     yield make
     for store in made:
         await store.close()
+
+
+# ---- fault tests: worker processes and their ledger ------------------------------------------
+
+WORKER_SCRIPT = Path(__file__).with_name("fault_worker.py")
+
+
+class LedgerLine(NamedTuple):
+    job_id: str
+    pid: int
+    stalls: int
+    at: float
+
+
+class Workers:
+    """Worker subprocesses (``fault_worker.py``) sharing one ledger directory; all killed at teardown."""
+
+    def __init__(self, directory: Path) -> None:
+        self.ledger = directory / "ledger"
+        self.ledger.mkdir()
+        self.logs = directory / "logs"
+        self.logs.mkdir()
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, url: str, prefix: str, *, concurrency: int = 50, vt: float = 3.0) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"worker-{len(self.procs)}.log").open("wb")
+        args = [
+            sys.executable, str(WORKER_SCRIPT),
+            "--url", url, "--prefix", prefix,
+            "--concurrency", str(concurrency), "--vt", str(vt), "--ledger", str(self.ledger),
+        ]  # fmt: skip
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def lines(self) -> list[LedgerLine]:
+        out: list[LedgerLine] = []
+        for path in self.ledger.glob("*.log"):
+            for raw in path.read_text().splitlines():
+                job_id, pid, stalls, at = raw.split()
+                out.append(LedgerLine(job_id, int(pid), int(stalls), float(at)))
+        return out
+
+    def done(self) -> set[str]:
+        return {line.job_id for line in self.lines()}
+
+    async def wait_for(self, check: Callable[[], Any], *, timeout: float, what: str) -> None:
+        """Poll ``check`` (sync or async; it reads the ledger or asks Redis) until it is true.
+
+        Fails after ``timeout`` seconds, or as soon as a worker exits that nobody killed.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            ok = check()
+            if inspect.isawaitable(ok):
+                ok = await ok
+            if ok:
+                return
+            for proc in self.procs:
+                if proc.poll() is not None and proc.returncode != -signal.SIGKILL:
+                    msg = f"worker {proc.pid} exited with {proc.returncode}; see {self.logs}"
+                    raise AssertionError(msg)
+            if time.monotonic() > deadline:
+                msg = f"timed out after {timeout}s waiting for {what}; worker logs in {self.logs}"
+                raise AssertionError(msg)
+            await asyncio.sleep(0.05)  # the workers are other processes: polling their ledger is the wait
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs:
+            proc.wait(10)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    made = Workers(tmp_path)
+    yield made
+    made.stop_all()
+
+
+@pytest.fixture
+def fault_report(capsys: pytest.CaptureFixture[str]) -> Callable[..., None]:
+    """``fault_report(name, **figures)`` prints one ``FAULT_REPORT {json}`` line, past pytest's capture."""
+
+    def report(name: str, **figures: object) -> None:
+        with capsys.disabled():
+            print("\nFAULT_REPORT " + json.dumps({"scenario": name, **figures}, sort_keys=True))
+
+    return report
