@@ -110,6 +110,7 @@ RESULTS_OPTIONS: dict[str, Parser] = {
     "list_limit": _count_or_none,
 }
 _OWN = {"broker": BROKER_OPTIONS, "results": RESULTS_OPTIONS}
+_NAMES = {"broker": "broker", "results": "results store"}
 
 
 def parse_url(url: str, kind: Kind, overrides: Mapping[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -131,11 +132,11 @@ def parse_url(url: str, kind: Kind, overrides: Mapping[str, Any]) -> tuple[str, 
         if name in allowed:
             continue
         if name in _OWN[other]:
-            msg = f"{name!r} is an option of the redis {other} store, not of the {kind} ({url!r})"
+            msg = f"{name!r} is an option of the redis {_NAMES[other]}, not of the {_NAMES[kind]} ({url!r})"
         elif name in TLS_OPTIONS:
             msg = f"{name!r} needs a TLS connection: use a rediss:// URL instead of {url!r}"
         else:
-            msg = f"unknown option {name!r} for a redis {kind} ({url!r}); allowed: {', '.join(sorted(allowed))}"
+            msg = f"unknown option {name!r} for a redis {_NAMES[kind]} ({url!r}); allowed: {', '.join(sorted(allowed))}"
         raise ConfigurationError(msg)
     values = {name: allowed[name](name, value) for name, value in given.items()}
     values.update(overrides)

@@ -1,0 +1,185 @@
+"""What the Redis broker promises beyond the conformance kit: poison, replays, cancellation, key hygiene."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+
+import pytest
+import redis.asyncio as redis
+from redis.crc import key_slot
+
+from tasqueue.broker import Delivery, Envelope
+from tasqueue_redis import QueueStats, RedisBroker, _lua
+
+pytestmark = pytest.mark.asyncio
+Q = "q"
+
+
+def keys_of(broker: RedisBroker, queue: str = Q) -> dict[str, str]:
+    base = f"{broker._prefix}:{{{queue}}}:"
+    return {name: base + name for name in ("pending", "delayed", "active", "data", "count", "lease", "state", "wake")}
+
+
+async def fetch_all(broker: RedisBroker, count: int, *, timeout: float = 10.0) -> list[Delivery]:
+    got: list[Delivery] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < count:
+            got += await broker.fetch(Q, count - len(got), timeout=timeout)
+    return got
+
+
+async def test_bytes_pushed_by_hand_become_deliveries_under_a_stable_id(redis_broker: RedisBroker) -> None:
+    k = keys_of(redis_broker)
+    garbage = b"\x00\xff" + bytes(range(256))
+    await redis_broker.enqueue(Q, [Envelope("good", b"ok")])
+    await redis_broker.client.lpush(k["pending"], garbage, "ghost", garbage)
+    assert await redis_broker.get_pending(Q) == [b"ok", garbage, b"ghost", garbage]
+
+    got = await fetch_all(redis_broker, 3)
+    raw_id = "raw:" + hashlib.sha1(garbage).hexdigest()
+    # The same bytes twice are one message (the second copy is a duplicate of a held id).
+    assert [(d.id, d.data, d.deliveries) for d in got] == [("good", b"ok", 1), (raw_id, garbage, 1), ("ghost", b"ghost", 1)]
+    assert await redis_broker.fetch(Q, 5, timeout=0.1) == []
+    await redis_broker.ack(Q, got)
+    assert await redis_broker.stats(Q) == QueueStats(0, 0, 0)
+
+
+async def test_a_cancelled_fetch_hands_its_claim_back_at_once(redis_server, prefix: str) -> None:
+    # A long lease: anything not handed back would only come back after 30 s, failing the test.
+    broker = RedisBroker.from_url(redis_server.url, prefix=prefix, visibility_timeout=30)
+    ids = [f"m{n}" for n in range(300)]
+    await broker.enqueue(Q, [Envelope(i, i.encode()) for i in ids])
+    rng = random.Random(7)
+    taken: list[Delivery] = []
+    cancelled = 0
+    for _ in range(60):
+        fetching = asyncio.create_task(broker.fetch(Q, 5, timeout=1))
+        for _ in range(rng.randrange(6)):
+            await asyncio.sleep(0)  # cancel at a different point of the fetch each time
+        fetching.cancel()
+        try:
+            taken += await fetching
+        except asyncio.CancelledError:
+            cancelled += 1
+    await asyncio.gather(*broker._background)
+    rest = await fetch_all(broker, len(ids) - len(taken), timeout=10)
+    everything = taken + rest
+    assert sorted(d.id for d in everything) == sorted(ids)
+    assert {d.deliveries for d in everything} == {1}  # an undone claim does not count as a delivery
+    assert cancelled > 0
+    await broker.ack(Q, everything)
+    await broker.close()
+
+
+async def test_every_script_can_be_replayed(redis_broker: RedisBroker) -> None:
+    """redis-py resends a command after a connection error without knowing whether it ran."""
+    client, k = redis_broker.client, keys_of(redis_broker)
+    enqueue = [k["pending"], k["delayed"], k["data"], k["wake"]]
+    for _ in range(2):
+        assert await _lua.ENQUEUE(client, enqueue, ["a", b"1", 0, "b", b"2", 0, "c", b"3", 0]) in (3, 0)
+    assert await redis_broker.get_pending(Q) == [b"1", b"2", b"3"]
+
+    a, b, c = await fetch_all(redis_broker, 3)
+    ack = [k["active"], k["data"], k["count"], k["lease"]]
+    assert await _lua.ACK(client, ack, [a.id, a.receipt]) == 1
+    assert await _lua.ACK(client, ack, [a.id, a.receipt]) == 0
+
+    nack = [k["pending"], k["active"], k["delayed"], k["data"], k["count"], k["lease"], k["wake"]]
+    assert await _lua.NACK(client, nack, [0, "r", b.id, b.receipt, b"2-retry"]) == 1
+    assert await _lua.NACK(client, nack, [0, "r", b.id, b.receipt, b"2-retry"]) == 0
+    assert await redis_broker.get_pending(Q) == [b"2-retry"]  # once, not twice
+
+    extend = [k["active"], k["lease"], k["state"]]
+    for _ in range(2):
+        assert await _lua.EXTEND(client, extend, [30000, 15000, c.id, c.receipt]) == []
+    await redis_broker.ack(Q, [c])
+    (again,) = await fetch_all(redis_broker, 1)
+    assert (again.id, again.data, again.deliveries) == ("b", b"2-retry", 1)
+    await redis_broker.ack(Q, [again])
+
+
+async def test_a_stale_nack_leaves_the_new_delivery_alone(redis_broker: RedisBroker) -> None:
+    await redis_broker.enqueue(Q, [Envelope("x", b"data")])
+    (stale,) = await fetch_all(redis_broker, 1)
+    (fresh,) = await fetch_all(redis_broker, 1, timeout=redis_broker.visibility_timeout * 10)  # the lease ran out
+    await redis_broker.nack(Q, stale, data=b"stale retry")
+    await redis_broker.nack(Q, stale)
+    assert await redis_broker.extend(Q, [fresh, stale]) == [stale]
+    assert await redis_broker.stats(Q) == QueueStats(pending=0, delayed=0, active=1)
+    await redis_broker.ack(Q, [fresh])
+
+
+async def test_acked_messages_leave_no_keys_behind(redis_broker: RedisBroker) -> None:
+    n = 2500  # more than one enqueue chunk, claim and ack batch
+    await redis_broker.enqueue(Q, [Envelope(f"m{i}", b"x" * 100, 0.2 if i % 5 == 0 else 0.0) for i in range(n)])
+    got = await fetch_all(redis_broker, n)
+    assert len({d.id for d in got}) == n
+    await redis_broker.ack(Q, got)
+    left = [key.decode() async for key in redis_broker.client.scan_iter(match=f"{redis_broker._prefix}:*")]
+    k = keys_of(redis_broker)
+    # Only the queue's bookkeeping stays: the token counter and pause detector, and the wake list.
+    assert set(left) <= {k["state"], k["wake"]}
+
+
+async def test_dedupe_holds_while_queued_delayed_or_leased_and_ends_with_the_ack(redis_broker: RedisBroker) -> None:
+    await redis_broker.enqueue(Q, [Envelope("later", b"1", 30.0), Envelope("now", b"2")])
+    await redis_broker.enqueue(Q, [Envelope("later", b"other"), Envelope("now", b"other")])
+    assert sorted(await redis_broker.get_pending(Q)) == [b"1", b"2"]
+    (now,) = await fetch_all(redis_broker, 1)
+    await redis_broker.enqueue(Q, [Envelope("now", b"while leased")])
+    assert await redis_broker.stats(Q) == QueueStats(pending=0, delayed=1, active=1)
+    await redis_broker.ack(Q, [now])
+    await redis_broker.enqueue(Q, [Envelope("now", b"again")])
+    (again,) = await fetch_all(redis_broker, 1)
+    assert (again.data, again.deliveries) == (b"again", 1)
+    await redis_broker.ack(Q, [again])
+
+
+async def test_keys_of_a_queue_share_its_hash_tag(redis_broker: RedisBroker) -> None:
+    queue = "orders{eu}"
+    await redis_broker.enqueue(queue, [Envelope("a", b"1"), Envelope("b", b"2", 10.0)])
+    got = await redis_broker.fetch(queue, 1, timeout=1)
+    keys = [key.decode() async for key in redis_broker.client.scan_iter(match=f"{redis_broker._prefix}:*")]
+    assert len(keys) >= 6
+    assert all(key.startswith(f"{redis_broker._prefix}:{{orders{{eu}}}}:") for key in keys)
+    assert len({key_slot(key.encode()) for key in keys}) == 1  # one Cluster slot for the whole queue
+    await redis_broker.ack(queue, got)
+
+
+@pytest.mark.fault
+async def test_after_redis_was_paused_expired_leases_are_held_for_a_lease(make_redis, prefix: str) -> None:
+    server = make_redis()
+    vt = 2.0
+    holder = RedisBroker.from_url(server.url, prefix=prefix, visibility_timeout=vt)
+    other = RedisBroker.from_url(server.url, prefix=prefix, visibility_timeout=vt)
+    await holder.enqueue(Q, [Envelope("job", b"1")])
+    (held,) = await holder.fetch(Q, 1, timeout=1)
+    server.pause()
+    await asyncio.sleep(vt + 1.0)  # the fault: Redis is stopped past the lease and its grace
+    server.resume()
+    # The first claim after the pause sees that nobody could renew anything: it takes nothing.
+    assert await other.fetch(Q, 1, timeout=0.2) == []
+    assert await holder.extend(Q, [held]) == []
+    # Without renewals the lease does run out, and the message comes back.
+    (again,) = await other.fetch(Q, 1, timeout=vt * 5)
+    assert (again.id, again.deliveries) == ("job", 2)
+    assert await holder.extend(Q, [held]) == [held]
+    await other.ack(Q, [again])
+    await holder.close()
+    await other.close()
+
+
+async def test_get_pending_lists_ready_then_delayed(redis_broker: RedisBroker) -> None:
+    envelopes = [Envelope("d2", b"d2", 20.0), Envelope("d1", b"d1", 10.0), Envelope("r1", b"r1"), Envelope("r2", b"r2")]
+    await redis_broker.enqueue(Q, envelopes)
+    assert await redis_broker.get_pending(Q) == [b"r1", b"r2", b"d1", b"d2"]
+
+
+async def test_a_client_with_a_short_socket_timeout_blocks_less(redis_server, prefix: str) -> None:
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=0.4)
+    broker = RedisBroker(client, prefix=prefix, visibility_timeout=30)
+    assert broker._block <= 0.2  # a blocking read always ends before the socket times out
+    assert await broker.fetch(Q, 1, timeout=1.0) == []
+    await client.aclose()
