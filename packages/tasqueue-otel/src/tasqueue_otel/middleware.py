@@ -18,14 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import INVALID_SPAN, Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from tasqueue.errors import JobTimeoutError
 from tasqueue.middleware import Middleware
@@ -87,7 +87,7 @@ DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75
 DURATION_BUCKETS_LONG: Final = (*DURATION_BUCKETS, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 _EMPTY: Final = Context()
-_MAX_CACHED_ATTRS = 1024
+_MAX_CACHED = 256
 
 # Set while an OtelMiddleware runs, so that a second one installed on the same Server (given
 # as middleware *and* loaded as a plugin) passes through instead of doubling every span.
@@ -124,6 +124,11 @@ class OtelMiddleware(Middleware):
 
         self._tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__, tracer_provider, schema_url=SCHEMA_URL)
         meter = metrics.get_meter(INSTRUMENTATION_NAME, __version__, meter_provider, schema_url=SCHEMA_URL)
+        # Work handed to a no-op provider is wasted: skip it. An explicit no-op provider stays one;
+        # a global proxy is asked on each call until an SDK provider is set, then never again.
+        self._traced: bool | None = _live(self._tracer, trace.NoOpTracer, _proxy_tracer_live)
+        self._metered: bool | None = _live(meter, metrics.NoOpMeter, _proxy_meter_live)
+        self._meter = meter
         self._propagator = propagator
         self._enqueued = meter.create_counter("tasqueue.jobs.enqueued", "{job}", "Jobs enqueued (stored and published).")
         self._succeeded = meter.create_counter("tasqueue.jobs.succeeded", "{job}", "Runs whose handler returned.")
@@ -142,8 +147,7 @@ class OtelMiddleware(Middleware):
             "How long a job waited in its queue: from enqueue (or its eta) to the start of its first run.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS_LONG,
         )
-        # Metric attributes per (queue, task); a handful in any real deployment, capped anyway.
-        self._attrs: dict[tuple[str, str], dict[str, AttributeValue]] = {}
+        self._labels: dict[tuple[str, str], _Labels] = {}
 
     # ---- enqueue: the producer side ----------------------------------------------------------
 
@@ -156,28 +160,37 @@ class OtelMiddleware(Middleware):
             parent = _finished_run.get()
             if parent is None:
                 parent = otel_context.get_current()
-            span = self._tracer.start_span(
-                "send " + message.queue,
-                context=parent,
-                kind=SpanKind.PRODUCER,
-                attributes=_message_attributes(message, "send"),
+            span = (
+                self._tracer.start_span(
+                    "send " + message.queue,
+                    context=parent,
+                    kind=SpanKind.PRODUCER,
+                    attributes=_message_attributes(message, "send"),
+                )
+                if self._traced or self._tracing()
+                else INVALID_SPAN
             )
-            current = trace.set_span_in_context(span, parent)
-            headers = dict(message.headers)
-            (self._propagator or propagate.get_global_textmap()).inject(headers, context=current)
-            if headers != message.headers:
-                message = msgspec.structs.replace(message, headers=headers)
-            token = otel_context.attach(current)  # spans of the broker's own client nest under it
+            # Without a span of ours (no SDK) still pass on what came in: baggage, a remote parent.
+            current = trace.set_span_in_context(span, parent) if span.get_span_context().is_valid else parent
+            if current:  # an empty Context has nothing to inject
+                headers = dict(message.headers)
+                (self._propagator or propagate.get_global_textmap()).inject(headers, context=current)
+                if headers != message.headers:
+                    message = msgspec.structs.replace(message, headers=headers)
+            # Spans of the broker's own client library nest under ours.
+            token = otel_context.attach(current) if span.is_recording() else None
             try:
                 job_id = await call_next(message)
             except BaseException as exc:
-                if isinstance(exc, Exception):
-                    _record_error(span, exc)
+                if isinstance(exc, Exception) and span.is_recording():
+                    _record_error(span, exc, _error_type(exc))
                 raise
             finally:
-                otel_context.detach(token)
+                if token is not None:
+                    otel_context.detach(token)
                 span.end()
-            self._enqueued.add(1, self._attributes(message.queue, message.job.task))
+            if self._metered or self._metering():
+                self._enqueued.add(1, self._labels_of(message.queue, message.job.task).base)
             return job_id
         finally:
             _in_enqueue.reset(guard)
@@ -191,21 +204,26 @@ class OtelMiddleware(Middleware):
         meta = ctx.meta
         headers = meta.headers
         parent = (self._propagator or propagate.get_global_textmap()).extract(headers, context=_EMPTY) if headers else _EMPTY
-        links = _previous_attempt(headers) if meta.retried and headers else None
-        span = self._tracer.start_span(
-            "process " + meta.queue,
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=_message_attributes(meta, "process"),
-            links=links,
-        )
-        current = trace.set_span_in_context(span, parent)
-        attrs = self._attributes(meta.queue, meta.job.task)
-        self._record_wait(meta, attrs)
+        if self._traced or self._tracing():
+            span = self._tracer.start_span(
+                "process " + meta.queue,
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes=_message_attributes(meta, "process"),
+                links=_previous_attempt(headers) if meta.retried and headers else None,
+            )
+            current = trace.set_span_in_context(span, parent) if span.get_span_context().is_valid else parent
+        else:
+            span, current = INVALID_SPAN, parent
+        labels: _Labels | None = None
+        if self._metered or self._metering():
+            labels = self._labels_of(meta.queue, meta.job.task)
+            self._record_wait(meta, labels)
+            self._active.add(1, labels.base)
         guard = _in_process.set(True)
         _finished_run.set(None)
+        # The handler sees the job's context, not the worker's: its spans nest under the run.
         token = otel_context.attach(current)
-        self._active.add(1, attrs)
         outcome = SUCCESS
         error: BaseException | None = None
         start = time.perf_counter()
@@ -229,47 +247,59 @@ class OtelMiddleware(Middleware):
             elapsed = time.perf_counter() - start
             otel_context.detach(token)
             _in_process.reset(guard)
-            self._active.add(-1, attrs)
-            self._finish(span, ctx, outcome=outcome, error=error, attrs=attrs, elapsed=elapsed)
             _finished_run.set(current)
+            error_type = None if error is None else _error_type(error)
+            if span.is_recording():
+                self._finish_span(span, meta, outcome, error, error_type)
+            else:
+                span.end()
+            if labels is not None:
+                self._count(labels, outcome, error_type, elapsed)
 
-    def _finish(
-        self,
-        span: Span,
-        ctx: JobCtx,
-        *,
-        outcome: str,
-        error: BaseException | None,
-        attrs: dict[str, AttributeValue],
-        elapsed: float,
+    def _tracing(self) -> bool:
+        if self._traced is not None:
+            return self._traced
+        if _proxy_tracer_live(self._tracer):
+            self._traced = True  # a global provider is set once per process, for good
+            return True
+        return False
+
+    def _metering(self) -> bool:
+        if self._metered is not None:
+            return self._metered
+        if _proxy_meter_live(self._meter):
+            self._metered = True
+            return True
+        return False
+
+    def _finish_span(
+        self, span: Span, meta: JobMessage, outcome: str, error: BaseException | None, error_type: str | None
     ) -> None:
-        meta = ctx.meta
-        if outcome == SUCCESS:
-            self._succeeded.add(1, attrs)
-        elif outcome == INTERRUPTED:
+        if outcome == INTERRUPTED:
             span.add_event("tasqueue.job.interrupted", {OUTCOME: INTERRUPTED})
-        else:
-            assert error is not None
-            error_type = _error_type(error)
+        elif error is not None and error_type is not None:
             _record_error(span, error, error_type)
-            failed_attrs = {**attrs, ERROR_TYPE: error_type}
             if isinstance(error, JobTimeoutError):
                 span.set_attribute(TIMED_OUT, True)
+            span.set_attribute(WILL_RETRY, outcome == RETRY)
             if outcome == RETRY:
-                span.set_attribute(WILL_RETRY, True)
                 span.add_event("tasqueue.job.retry", {RETRY_COUNT: meta.retried + 1, MAX_RETRIES: meta.max_retry})
-                self._retried.add(1, failed_attrs)
-                if span.get_span_context().is_valid:
-                    # The headers dict travels on in the message the worker hands back for the retry.
-                    meta.headers[PREV_ATTEMPT_HEADER] = _traceparent(span.get_span_context())
-            else:
-                span.set_attribute(WILL_RETRY, False)
-                self._failed.add(1, failed_attrs)
+                # The worker hands back this very headers dict in the message of the retry.
+                meta.headers[PREV_ATTEMPT_HEADER] = _traceparent(span.get_span_context())
         span.set_attribute(OUTCOME, outcome)
         span.end()
-        self._duration.record(elapsed, {**attrs, OUTCOME: outcome})
 
-    def _record_wait(self, meta: JobMessage, attrs: dict[str, AttributeValue]) -> None:
+    def _count(self, labels: _Labels, outcome: str, error_type: str | None, elapsed: float) -> None:
+        self._active.add(-1, labels.base)
+        if outcome == SUCCESS:
+            self._succeeded.add(1, labels.base)
+        elif outcome == RETRY:
+            self._retried.add(1, labels.with_error(error_type or ""))
+        elif outcome == FAILURE:
+            self._failed.add(1, labels.with_error(error_type or ""))
+        self._duration.record(elapsed, labels.outcomes[outcome])
+
+    def _record_wait(self, meta: JobMessage, labels: _Labels) -> None:
         # Only a first delivery of a first attempt: later ones include earlier runs and backoffs.
         if meta.retried or meta.released or meta.stalls or meta.processed_at is None or meta.enqueued_at is None:
             return
@@ -278,16 +308,61 @@ class OtelMiddleware(Middleware):
         if eta is not None and eta > ready:
             ready = eta
         # Clocks of producer and worker machines may disagree a little; never report a negative wait.
-        self._wait.record(max((meta.processed_at - ready).total_seconds(), 0.0), attrs)
+        self._wait.record(max((meta.processed_at - ready).total_seconds(), 0.0), labels.base)
 
-    def _attributes(self, queue: str, task: str) -> dict[str, AttributeValue]:
+    def _labels_of(self, queue: str, task: str) -> _Labels:
         key = (queue, task)
-        attrs = self._attrs.get(key)
+        labels = self._labels.get(key)
+        if labels is None:
+            labels = _Labels(queue, task)
+            if len(self._labels) < _MAX_CACHED:  # a handful in any real deployment; capped anyway
+                self._labels[key] = labels
+        return labels
+
+
+class _Labels:
+    """The metric attributes of one (queue, task), built once instead of once per job."""
+
+    __slots__ = ("_errors", "base", "outcomes")
+
+    def __init__(self, queue: str, task: str) -> None:
+        self.base: dict[str, AttributeValue] = {DESTINATION: queue, TASK: task}
+        self.outcomes = {o: {**self.base, OUTCOME: o} for o in (SUCCESS, RETRY, FAILURE, INTERRUPTED)}
+        self._errors: dict[str, dict[str, AttributeValue]] = {}
+
+    def with_error(self, error_type: str) -> dict[str, AttributeValue]:
+        attrs = self._errors.get(error_type)
         if attrs is None:
-            attrs = {DESTINATION: queue, TASK: task}
-            if len(self._attrs) < _MAX_CACHED_ATTRS:
-                self._attrs[key] = attrs
+            attrs = {**self.base, ERROR_TYPE: error_type}
+            if len(self._errors) < _MAX_CACHED:
+                self._errors[error_type] = attrs
         return attrs
+
+
+def _proxy_tracer_live(tracer: object) -> bool:
+    # ProxyTracer resolves its real tracer in the `_tracer` property, a NoOpTracer until then.
+    return not isinstance(getattr(tracer, "_tracer", None), trace.NoOpTracer)
+
+
+def _proxy_meter_live(meter: object) -> bool:
+    # _ProxyMeter holds its real meter in `_real_meter`, None until a provider is set.
+    return getattr(meter, "_real_meter", None) is not None
+
+
+def _live(provided: object, noop: type, proxy_live: Callable[[object], bool]) -> bool | None:
+    """True: always record; False: never (an explicit no-op); None: a global proxy, ask it each time.
+
+    The proxies' private attributes are read defensively: an API version without them is
+    treated as live, which costs time but loses nothing.
+    """
+    if isinstance(provided, noop):
+        return False
+    cls = type(provided)
+    if cls.__name__ == "ProxyTracer" and isinstance(getattr(cls, "_tracer", None), property):
+        return True if proxy_live(provided) else None
+    if cls.__name__ == "_ProxyMeter" and hasattr(provided, "_real_meter"):
+        return True if proxy_live(provided) else None
+    return True
 
 
 def _message_attributes(message: JobMessage, operation: str) -> dict[str, AttributeValue]:
@@ -337,12 +412,10 @@ def _error_type(exc: BaseException) -> str:
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _record_error(span: Span, exc: BaseException, error_type: str | None = None) -> None:
-    if not span.is_recording():
-        return
+def _record_error(span: Span, exc: BaseException, error_type: str) -> None:
     span.record_exception(exc)
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-    span.set_attribute(ERROR_TYPE, error_type or _error_type(exc))
+    span.set_attribute(ERROR_TYPE, error_type)
 
 
 def _traceparent(sc: SpanContext) -> str:
