@@ -326,3 +326,47 @@ async def test_a_failed_enqueue_ends_its_span_with_the_error(otel) -> None:
     assert send.attributes["error.type"] == "tasqueue.errors.BrokerError"
     assert otel.total("tasqueue.jobs.enqueued") == 0
     assert send.kind is SpanKind.PRODUCER
+
+
+@pytest.mark.asyncio
+async def test_a_handler_returning_something_else_than_bytes_is_a_failed_run(server: Server, otel) -> None:
+    @server.task("text")
+    async def text(payload: bytes, ctx: JobCtx) -> bytes:
+        return "not bytes"  # type: ignore[return-value]
+
+    async with running(server):
+        job_id = await server.enqueue(Job("text", b""))
+        assert (await server.wait(job_id, timeout=10)).status == "failed"
+    [run] = otel.runs(job_id)
+    assert run.status.status_code is StatusCode.ERROR
+    assert run.attributes["error.type"] == "TypeError"
+    assert otel.total("tasqueue.jobs.failed", task="text", error="TypeError") == 1
+    assert otel.total("tasqueue.jobs.succeeded", task="text") == 0
+
+
+@pytest.mark.asyncio
+async def test_without_an_sdk_the_incoming_context_still_passes_through() -> None:
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.trace import NonRecordingSpan, NoOpTracerProvider, SpanContext, TraceFlags
+
+    from tasqueue_otel import OtelPlugin
+
+    upstream = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    seen: list[SpanContext] = []
+    plugin = OtelPlugin(tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider())
+    async with Server(plugins=[plugin]) as srv:
+
+        @srv.task("t")
+        async def t(payload: bytes, ctx: JobCtx) -> None:
+            seen.append(trace.get_current_span().get_span_context())
+
+        async with running(srv):
+            token = context.attach(trace.set_span_in_context(NonRecordingSpan(upstream)))
+            try:
+                job_id = await srv.enqueue(Job("t", b""))
+            finally:
+                context.detach(token)
+            job = await srv.wait(job_id, timeout=10)
+    assert job.headers["traceparent"] == f"00-{0x1234:032x}-{0x5678:016x}-01"
+    [inside] = seen
+    assert (inside.trace_id, inside.span_id) == (0x1234, 0x5678)
