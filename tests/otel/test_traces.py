@@ -203,27 +203,43 @@ async def test_a_timeout_is_recorded_as_a_job_timeout_error(server: Server, otel
 
 
 @pytest.mark.asyncio
-async def test_a_run_cut_short_by_shutdown_is_interrupted_not_failed(otel) -> None:
+async def test_a_run_cut_short_by_shutdown_is_interrupted_and_the_next_delivery_links_to_it(otel) -> None:
     srv = Server(plugins=[otel.plugin()], shutdown_timeout=0)
     started = asyncio.Event()
+    runs = 0
 
     @srv.task("long")
     async def long(payload: bytes, ctx: JobCtx) -> None:
-        started.set()
-        await asyncio.Event().wait()
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            started.set()
+            await asyncio.Event().wait()  # until the shutdown cancels it
 
     async with srv:
         async with running(srv):
             job_id = await srv.enqueue(Job("long", b""))
             await started.wait()
         assert (await srv.get_job(job_id)).status == "queued"  # handed back
+        [cut] = otel.runs(job_id)
+        assert cut.attributes["tasqueue.job.outcome"] == "interrupted"
+        assert cut.status.status_code is StatusCode.UNSET
+        assert [e.name for e in cut.events] == ["tasqueue.job.interrupted"]
+        assert otel.total("tasqueue.jobs.failed") == 0
+        assert otel.total("tasqueue.jobs.retried") == 0
+        assert otel.total("tasqueue.job.duration", outcome="interrupted") == 1
 
-    [run] = otel.runs(job_id)
-    assert run.attributes["tasqueue.job.outcome"] == "interrupted"
-    assert run.status.status_code is StatusCode.UNSET
-    assert [e.name for e in run.events] == ["tasqueue.job.interrupted"]
-    assert otel.total("tasqueue.jobs.failed") == 0
-    assert otel.total("tasqueue.jobs.retried") == 0
+        async with running(srv):
+            assert (await srv.wait(job_id, timeout=10)).status == "successful"
+
+    [send] = otel.sends(job_id)
+    first, second = otel.runs(job_id)
+    assert second.attributes["tasqueue.job.released"] == 1
+    assert second.attributes["tasqueue.job.retry_count"] == 0
+    assert parent_id(second) == send.context.span_id
+    [link] = second.links
+    assert link.context.span_id == first.context.span_id
+    assert otel.total("tasqueue.jobs.succeeded") == 1
 
 
 @pytest.mark.asyncio

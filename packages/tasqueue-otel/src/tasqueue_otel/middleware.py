@@ -8,9 +8,9 @@ under it (sync handlers too: the worker copies contextvars into their thread). A
 follow the OpenTelemetry messaging semantic conventions; what they do not cover is under
 ``tasqueue.``. The same two methods record the metrics.
 
-A run that failed and will be retried writes its span context into the message's headers
-(``tasqueue-prev-attempt``), and the next attempt links back to it: attempts are siblings under
-the producer span, chained by links.
+A run that failed and will be retried, or that a shutdown cut short, writes its span context
+into the message's headers (``tasqueue-prev-attempt``), and the next attempt links back to it:
+attempts are siblings under the producer span, chained by links.
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ class OtelMiddleware(Middleware):
                 context=parent,
                 kind=SpanKind.CONSUMER,
                 attributes=_message_attributes(meta, "process"),
-                links=_previous_attempt(headers) if meta.retried and headers else None,
+                links=_previous_attempt(headers) if headers else None,
             )
             current = trace.set_span_in_context(span, parent) if span.get_span_context().is_valid else parent
         else:
@@ -277,6 +277,8 @@ class OtelMiddleware(Middleware):
     ) -> None:
         if outcome == INTERRUPTED:
             span.add_event("tasqueue.job.interrupted", {OUTCOME: INTERRUPTED})
+            # A shutdown hands back this very headers dict in the message it requeues.
+            meta.headers[PREV_ATTEMPT_HEADER] = _traceparent(span.get_span_context())
         elif error is not None and error_type is not None:
             _record_error(span, error, error_type)
             if isinstance(error, JobTimeoutError):
