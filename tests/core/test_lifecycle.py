@@ -432,3 +432,43 @@ async def test_get_pending_shows_undecodable_bytes_as_a_warning(caplog: pytest.L
     good = await srv.enqueue(Job("t", b""))
     assert [m.id for m in await srv.get_pending()] == [good]
     assert "undecodable message is pending" in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_workers_with_different_tasks_share_a_queue() -> None:
+    # A rolling deploy, or specialised workers: a job reaching a worker without its task is
+    # passed on, not failed, while another worker has the handler.
+    shared = "memory://mixed-workers"
+    a = Server(shared, shared, backoff=FAST, load_entrypoints=False, unknown_task_timeout=30)
+    b = Server(shared, shared, backoff=FAST, load_entrypoints=False, unknown_task_timeout=30)
+    ran: list[str] = []
+
+    @a.task("only-on-a")
+    async def on_a(payload: bytes, ctx: JobCtx) -> None:
+        ran.append("a")
+
+    @b.task("only-on-b")
+    async def on_b(payload: bytes, ctx: JobCtx) -> None:
+        ran.append("b")
+
+    ids = await a.enqueue_many([Job("only-on-a" if n % 2 else "only-on-b", b"") for n in range(20)])
+    async with running(a), running(b):
+        done = [await a.wait(job_id, timeout=20) for job_id in ids]
+    assert {m.status for m in done} == {JobStatus.SUCCESSFUL}
+    assert sorted(ran) == ["a"] * 10 + ["b"] * 10
+
+
+@pytest.mark.asyncio
+async def test_a_task_no_worker_knows_fails_after_being_passed_on() -> None:
+    srv = make_server(unknown_task_timeout=0.3)
+
+    @srv.task("known")
+    async def known(payload: bytes, ctx: JobCtx) -> None:
+        return None
+
+    job_id = await srv.enqueue(Job("unknown", b""))
+    async with running(srv):
+        done = await srv.wait(job_id, timeout=10)
+    assert done.status is JobStatus.FAILED
+    assert done.prev_err == "UnknownTaskError: no worker took task 'unknown' within 0.3s (this one has: known)"
+    assert done.stalls == 0  # passing a job on is not a worker dying

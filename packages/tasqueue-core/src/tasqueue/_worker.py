@@ -360,9 +360,7 @@ class Worker:
                 return
         task = self.tasks.get(msg.job.task)
         if task is None:
-            known = ", ".join(sorted(self.tasks))
-            unknown = UnknownTaskError(f"no handler for task {msg.job.task!r} on this worker (registered: {known})")
-            await self._fail(run, msg, f"UnknownTaskError: {unknown}", unknown, None)
+            await self._unknown_task(run, msg)
             return
         if msg.schedule_id and msg.retried == 0 and not await self._schedule_next(run, msg):
             return
@@ -437,12 +435,12 @@ class Worker:
         writes: list[Write] = []
         if returned is not None:
             writes.append(Write(result_key(msg.id), returned))
+            ctx._saved = returned  # what success_cb and the on_success jobs see as this run's result
         if task.opts.success_cb is not None:
             await self._callback(task.opts.success_cb, ctx)
         children: list[str] = []
         if msg.job.on_success:
-            result = returned if returned is not None else ctx.saved
-            follow = self.server.follow_ups(msg, msg.job.on_success, "on_success", result)
+            follow = self.server.follow_ups(msg, msg.job.on_success, "on_success", ctx.saved)
             if not await self._enqueue_follow_ups(run, msg, follow):
                 return
             children = [m.id for m in follow]
@@ -500,6 +498,36 @@ class Worker:
             self.log.exception("could not hand job %s back; it will be redelivered when its lease runs out", msg.id)
         else:
             self.log.info("handed job %s (%s) back unfinished", msg.id, msg.job.task)
+
+    async def _unknown_task(self, run: _Run, msg: JobMessage) -> None:
+        """Pass a job this worker has no handler for on to other workers; fail it after a few tries.
+
+        Workers of one queue need not all know the same tasks (a rolling deploy, specialised
+        workers), so one worker's ignorance is not the end of the job.
+        """
+        d = run.delivery
+        now = datetime.now(UTC)
+        due = max(filter(None, (msg.enqueued_at, msg.job.opts.eta)), default=now)
+        waited = (now - due).total_seconds()
+        left = self.server.unknown_task_timeout - waited
+        if left > 0:
+            # Passes grow sparser the longer nobody takes the job. The same bytes go back as new
+            # data, so that passing a job on does not count as its worker dying.
+            backoff = self.server.backoff
+            delay = min(max(backoff.delay(0), waited / 4), backoff.max, left)
+            self.log.warning(
+                "no handler for task %r (job %s) on this worker; passing it on to another worker in %.2fs",
+                msg.job.task,
+                msg.id,
+                delay,
+            )
+            self._settler.settle(_Outcome(run.queue, d, nack=True, data=d.data, delay=delay))
+            return
+        known = ", ".join(sorted(self.tasks))
+        unknown = UnknownTaskError(
+            f"no worker took task {msg.job.task!r} within {self.server.unknown_task_timeout:g}s (this one has: {known})"
+        )
+        await self._fail(run, msg, f"UnknownTaskError: {unknown}", unknown, None)
 
     async def _finished_before(self, run: _Run, msg: JobMessage) -> bool:
         """For a redelivery: if an earlier delivery already finished the job, just ack it."""

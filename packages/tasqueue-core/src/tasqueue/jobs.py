@@ -3,7 +3,8 @@
 ``Job``, ``JobOpts`` and ``Backoff`` travel inside every ``JobMessage``, so they are msgspec
 Structs and follow the wire rules: new fields get defaults and go at the end, nothing is renamed
 or retyped. Validation happens where the user builds them, so a mistake raises at the line
-that made it rather than in a worker later.
+that made it rather than in a worker later; only a cron ``schedule`` is checked by
+``Server.enqueue``, which computes its first fire time anyway.
 """
 
 from __future__ import annotations

@@ -71,6 +71,10 @@ class Server:
         max_stalls: A job whose worker died (or lost its lease) more than this many times in one
             attempt is parked as failed instead of being run again.
         fetch_timeout: Seconds one broker fetch waits for work before asking again.
+        unknown_task_timeout: A job whose task this worker has no handler for is passed on to
+            other workers of its queue (which may have it: a rolling deploy, specialised
+            workers) for this many seconds after it came due, then fails with
+            ``UnknownTaskError``.
 
     The Server owns its broker and results store: ``close()`` (or leaving ``async with``)
     closes them.
@@ -89,6 +93,7 @@ class Server:
         shutdown_timeout: float = 30.0,
         max_stalls: int = 3,
         fetch_timeout: float = 5.0,
+        unknown_task_timeout: float = 60.0,
     ) -> None:
         if shutdown_timeout < 0:
             msg = f"shutdown_timeout must be >= 0 seconds, got {shutdown_timeout}"
@@ -101,17 +106,19 @@ class Server:
         self._plugins = PluginHost(plugins, load_entrypoints=load_entrypoints)
         self.broker: Broker = self._plugins.brokers.create(broker) if isinstance(broker, str) else broker
         self.results: Results = self._plugins.results.create(results) if isinstance(results, str) else results
-        self.middleware: tuple[Middleware, ...] = (*middleware, *self._plugins.middleware(self))
         self.backoff = backoff or Backoff()
         self.shutdown_timeout = float(shutdown_timeout)
         self.max_stalls = max_stalls
         self.fetch_timeout = float(fetch_timeout)
+        self.unknown_task_timeout = float(unknown_task_timeout)
         self.tasks: dict[str, RegisteredTask] = {}
         self.queues: dict[str, QueueConfig] = {}
-        self._enqueue_one = compose_enqueue(self.middleware, self._enqueue_innermost)
-        self._enqueue_wrapped = has_enqueue_middleware(self.middleware)
         self._worker: Any = None  # the running _worker.Worker, if any
         self._sync: BlockingServer | None = None
+        # Last, so that plugins registering middleware see a fully built Server.
+        self.middleware: tuple[Middleware, ...] = (*middleware, *self._plugins.middleware(self))
+        self._enqueue_one = compose_enqueue(self.middleware, self._enqueue_innermost)
+        self._enqueue_wrapped = has_enqueue_middleware(self.middleware)
 
     # ---- tasks ---------------------------------------------------------------------------
 
@@ -470,7 +477,11 @@ class Server:
             self._worker = None
 
     async def stop(self) -> None:
-        """Ask the running worker to shut down gracefully and wait until it has."""
+        """Ask the running worker to shut down gracefully and wait until it has.
+
+        Does nothing when no worker runs, including one whose ``start()`` task has been created
+        but has not begun yet: wait for ``running_loop`` before stopping such a worker.
+        """
         worker = self._worker
         if worker is not None:
             await worker.stop()

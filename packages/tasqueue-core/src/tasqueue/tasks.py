@@ -103,7 +103,8 @@ class JobCtx:
 
     @property
     def saved(self) -> bytes | None:
-        """The last result saved with ``save`` in this run, if any."""
+        """This run's result so far: the last bytes given to ``save``, or, once the handler has
+        returned bytes (in ``success_cb``), those."""
         return self._saved
 
     async def save(self, result: bytes) -> None:
