@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
 import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import INVALID_SPAN, Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from tasqueue.errors import JobTimeoutError
@@ -134,7 +135,10 @@ class OtelMiddleware(Middleware):
         self._succeeded = meter.create_counter("tasqueue.jobs.succeeded", "{job}", "Runs whose handler returned.")
         self._failed = meter.create_counter("tasqueue.jobs.failed", "{job}", "Runs that failed with no retry left.")
         self._retried = meter.create_counter("tasqueue.jobs.retried", "{job}", "Runs that failed and will be retried.")
-        self._active = meter.create_up_down_counter("tasqueue.jobs.active", "{job}", "Runs whose handler is running now.")
+        # Observed at collection time from a plain count, rather than two SDK measurements per run.
+        meter.create_observable_up_down_counter(
+            "tasqueue.jobs.active", [self._observe_active], "{job}", "Runs whose handler is running now."
+        )
         self._duration = meter.create_histogram(
             "tasqueue.job.duration",
             "s",
@@ -219,7 +223,7 @@ class OtelMiddleware(Middleware):
         if self._metered or self._metering():
             labels = self._labels_of(meta.queue, meta.job.task)
             self._record_wait(meta, labels)
-            self._active.add(1, labels.base)
+            labels.active += 1
         guard = _in_process.set(True)
         _finished_run.set(None)
         # The handler sees the job's context, not the worker's: its spans nest under the run.
@@ -292,7 +296,7 @@ class OtelMiddleware(Middleware):
         span.end()
 
     def _count(self, labels: _Labels, outcome: str, error_type: str | None, elapsed: float) -> None:
-        self._active.add(-1, labels.base)
+        labels.active -= 1
         if outcome == SUCCESS:
             self._succeeded.add(1, labels.base)
         elif outcome == RETRY:
@@ -312,6 +316,10 @@ class OtelMiddleware(Middleware):
         # Clocks of producer and worker machines may disagree a little; never report a negative wait.
         self._wait.record(max((meta.processed_at - ready).total_seconds(), 0.0), labels.base)
 
+    def _observe_active(self, options: CallbackOptions) -> Iterable[Observation]:
+        # Runs on the metric reader's thread: copy the values in one step (atomic under the GIL).
+        return [Observation(labels.active, labels.base) for labels in list(self._labels.values())]
+
     def _labels_of(self, queue: str, task: str) -> _Labels:
         key = (queue, task)
         labels = self._labels.get(key)
@@ -325,9 +333,10 @@ class OtelMiddleware(Middleware):
 class _Labels:
     """The metric attributes of one (queue, task), built once instead of once per job."""
 
-    __slots__ = ("_errors", "base", "outcomes")
+    __slots__ = ("_errors", "active", "base", "outcomes")
 
     def __init__(self, queue: str, task: str) -> None:
+        self.active = 0  # runs in flight; reported only for the (queue, task) pairs cached
         self.base: dict[str, AttributeValue] = {DESTINATION: queue, TASK: task}
         self.outcomes = {o: {**self.base, OUTCOME: o} for o in (SUCCESS, RETRY, FAILURE, INTERRUPTED)}
         self._errors: dict[str, dict[str, AttributeValue]] = {}
@@ -377,8 +386,9 @@ def _message_attributes(message: JobMessage, operation: str) -> dict[str, Attrib
         MESSAGE_ID: message.id,
         BODY_SIZE: len(job.payload),
         TASK: job.task,
-        RETRY_COUNT: message.retried,
     }
+    if operation == "process":  # a send is always of a new job
+        attrs[RETRY_COUNT] = message.retried
     opts = job.opts
     if message.max_retry:
         attrs[MAX_RETRIES] = message.max_retry
