@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Final
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 import msgspec
 from opentelemetry import context as otel_context
@@ -86,6 +86,9 @@ INTERRUPTED: Final = "interrupted"  # cut short by shutdown or a lost lease; han
 #: Histogram buckets in seconds: the messaging conventions' advice, stretched to an hour for long jobs.
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 DURATION_BUCKETS_LONG: Final = (*DURATION_BUCKETS, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+#: Stores and publishes a batch of messages; returns their ids (see ``OtelMiddleware.enqueue_many``).
+EnqueueManyNext: TypeAlias = Callable[[Sequence["JobMessage"]], Awaitable[list[str]]]
 
 _EMPTY: Final = Context()
 _MAX_CACHED = 256
@@ -161,33 +164,13 @@ class OtelMiddleware(Middleware):
             return await call_next(message)
         guard = _in_enqueue.set(True)
         try:
-            parent = _finished_run.get()
-            if parent is None:
-                parent = otel_context.get_current()
-            span = (
-                self._tracer.start_span(
-                    "send " + message.queue,
-                    context=parent,
-                    kind=SpanKind.PRODUCER,
-                    attributes=_message_attributes(message, "send"),
-                )
-                if self._traced or self._tracing()
-                else INVALID_SPAN
-            )
-            # Without a span of ours (no SDK) still pass on what came in: baggage, a remote parent.
-            current = trace.set_span_in_context(span, parent) if span.get_span_context().is_valid else parent
-            if current:  # an empty Context has nothing to inject
-                headers = dict(message.headers)
-                (self._propagator or propagate.get_global_textmap()).inject(headers, context=current)
-                if headers != message.headers:
-                    message = msgspec.structs.replace(message, headers=headers)
+            span, current, message = self._open_send(message, self._send_parent())
             # Spans of the broker's own client library nest under ours.
             token = otel_context.attach(current) if span.is_recording() else None
             try:
                 job_id = await call_next(message)
             except BaseException as exc:
-                if isinstance(exc, Exception) and span.is_recording():
-                    _record_error(span, exc, _error_type(exc))
+                _close_failed_send(span, exc)
                 raise
             finally:
                 if token is not None:
@@ -198,6 +181,63 @@ class OtelMiddleware(Middleware):
             return job_id
         finally:
             _in_enqueue.reset(guard)
+
+    async def enqueue_many(self, messages: Sequence[JobMessage], call_next: EnqueueManyNext) -> list[str]:
+        """``enqueue`` for a batch stored and published at once: one ``send`` span per message.
+
+        For a core that hands enqueue middleware whole batches (``enqueue_many``, groups,
+        follow-ups); a core that does not calls ``enqueue`` once per message instead.
+        """
+        if _in_enqueue.get():
+            return await call_next(messages)
+        guard = _in_enqueue.set(True)
+        try:
+            parent = self._send_parent()
+            opened = [self._open_send(m, parent) for m in messages]
+            try:
+                ids = await call_next([m for _, _, m in opened])
+            except BaseException as exc:
+                for span, _, _ in opened:
+                    _close_failed_send(span, exc)
+                raise
+            finally:
+                for span, _, _ in opened:
+                    span.end()
+            if self._metered or self._metering():
+                counts: dict[tuple[str, str], int] = {}
+                for m in messages:
+                    key = (m.queue, m.job.task)
+                    counts[key] = counts.get(key, 0) + 1
+                for (queue, task), n in counts.items():
+                    self._enqueued.add(n, self._labels_of(queue, task).base)
+            return ids
+        finally:
+            _in_enqueue.reset(guard)
+
+    def _send_parent(self) -> Context:
+        parent = _finished_run.get()
+        return otel_context.get_current() if parent is None else parent
+
+    def _open_send(self, message: JobMessage, parent: Context) -> tuple[Span, Context, JobMessage]:
+        """Start the PRODUCER span of ``message``; return it, its context, and the message carrying that context."""
+        span = (
+            self._tracer.start_span(
+                "send " + message.queue,
+                context=parent,
+                kind=SpanKind.PRODUCER,
+                attributes=_message_attributes(message, "send"),
+            )
+            if self._traced or self._tracing()
+            else INVALID_SPAN
+        )
+        # Without a span of ours (no SDK) still pass on what came in: baggage, a remote parent.
+        current = trace.set_span_in_context(span, parent) if span.get_span_context().is_valid else parent
+        if current:  # an empty Context has nothing to inject
+            headers = dict(message.headers)
+            (self._propagator or propagate.get_global_textmap()).inject(headers, context=current)
+            if headers != message.headers:
+                message = msgspec.structs.replace(message, headers=headers)
+        return span, current, message
 
     # ---- process: the consumer side ----------------------------------------------------------
 
@@ -422,6 +462,11 @@ def _failed_outcome(ctx: JobCtx, exc: BaseException) -> str:
 def _error_type(exc: BaseException) -> str:
     cls = type(exc)
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _close_failed_send(span: Span, exc: BaseException) -> None:
+    if isinstance(exc, Exception) and span.is_recording():
+        _record_error(span, exc, _error_type(exc))
 
 
 def _record_error(span: Span, exc: BaseException, error_type: str) -> None:
