@@ -385,3 +385,35 @@ async def test_without_an_sdk_the_incoming_context_still_passes_through() -> Non
     assert job.headers["traceparent"] == f"00-{0x1234:032x}-{0x5678:016x}-01"
     [inside] = seen
     assert (inside.trace_id, inside.span_id) == (0x1234, 0x5678)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_a_job_the_handler_enqueues_is_sent_from_inside_its_run(server: Server, otel, kind: str) -> None:
+    @server.task("leaf")
+    async def leaf(payload: bytes, ctx: JobCtx) -> None:
+        return None
+
+    if kind == "async":
+
+        async def fan_out(payload: bytes, ctx: JobCtx) -> bytes:
+            return (await server.enqueue(Job("leaf", b""))).encode()
+
+    else:
+
+        def fan_out(payload: bytes, ctx: JobCtx) -> bytes:  # a worker thread, through the blocking facade
+            return server.sync.enqueue(Job("leaf", b"")).encode()
+
+    server.register_task("fan_out", fan_out)
+    async with running(server):
+        parent = await server.enqueue(Job("fan_out", b""))
+        await server.wait(parent, timeout=10)
+        child = (await server.get_result(parent)).decode()
+        await server.wait(child, timeout=10)
+
+    [parent_run] = otel.runs(parent)
+    [child_send] = otel.sends(child)
+    [child_run] = otel.runs(child)
+    assert parent_id(child_send) == parent_run.context.span_id
+    assert parent_id(child_run) == child_send.context.span_id
+    assert child_run.context.trace_id == parent_run.context.trace_id

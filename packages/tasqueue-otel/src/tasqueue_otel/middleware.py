@@ -93,10 +93,11 @@ EnqueueManyNext: TypeAlias = Callable[[Sequence["JobMessage"]], Awaitable[list[s
 _EMPTY: Final = Context()
 _MAX_CACHED = 256
 
-# Set while an OtelMiddleware runs, so that a second one installed on the same Server (given
-# as middleware *and* loaded as a plugin) passes through instead of doubling every span.
-_in_enqueue: contextvars.ContextVar[bool] = contextvars.ContextVar("tasqueue_otel_in_enqueue", default=False)
-_in_process: contextvars.ContextVar[bool] = contextvars.ContextVar("tasqueue_otel_in_process", default=False)
+# What an OtelMiddleware is handling (a job id, a batch's ids, a run's JobCtx), so that a second
+# one installed on the same Server (given as middleware *and* loaded as a plugin) passes the same
+# work through instead of doubling its spans, while a job enqueued from inside is still traced.
+_in_enqueue: contextvars.ContextVar[object] = contextvars.ContextVar("tasqueue_otel_in_enqueue", default=None)
+_in_process: contextvars.ContextVar[object] = contextvars.ContextVar("tasqueue_otel_in_process", default=None)
 # The context of the run that just finished in this task, or None while none has. The worker
 # enqueues a job's on_success / on_error follow-ups after ``process`` returned, in the task that
 # ran it; their producer spans take the run's consumer span as parent from here. Set, never
@@ -160,9 +161,9 @@ class OtelMiddleware(Middleware):
 
     async def enqueue(self, message: JobMessage, call_next: EnqueueNext) -> str:
         """Open ``send <queue>`` (PRODUCER) and inject its context into the message's headers."""
-        if _in_enqueue.get():
+        if _in_enqueue.get() == message.id:
             return await call_next(message)
-        guard = _in_enqueue.set(True)
+        guard = _in_enqueue.set(message.id)
         try:
             span, current, message = self._open_send(message, self._send_parent())
             # Spans of the broker's own client library nest under ours.
@@ -188,14 +189,15 @@ class OtelMiddleware(Middleware):
         For a core that hands enqueue middleware whole batches (``enqueue_many``, groups,
         follow-ups); a core that does not calls ``enqueue`` once per message instead.
         """
-        if _in_enqueue.get():
+        ids = tuple(m.id for m in messages)
+        if _in_enqueue.get() == ids:
             return await call_next(messages)
-        guard = _in_enqueue.set(True)
+        guard = _in_enqueue.set(ids)
         try:
             parent = self._send_parent()
             opened = [self._open_send(m, parent) for m in messages]
             try:
-                ids = await call_next([m for _, _, m in opened])
+                done = await call_next([m for _, _, m in opened])
             except BaseException as exc:
                 for span, _, _ in opened:
                     _close_failed_send(span, exc)
@@ -210,7 +212,7 @@ class OtelMiddleware(Middleware):
                     counts[key] = counts.get(key, 0) + 1
                 for (queue, task), n in counts.items():
                     self._enqueued.add(n, self._labels_of(queue, task).base)
-            return ids
+            return done
         finally:
             _in_enqueue.reset(guard)
 
@@ -243,7 +245,7 @@ class OtelMiddleware(Middleware):
 
     async def process(self, ctx: JobCtx, call_next: ProcessNext) -> bytes | None:
         """Open ``process <queue>`` (CONSUMER) as the child of the enqueuing span, around the handler."""
-        if _in_process.get():
+        if _in_process.get() is ctx:
             return await call_next(ctx)
         meta = ctx.meta
         headers = meta.headers
@@ -264,7 +266,7 @@ class OtelMiddleware(Middleware):
             labels = self._labels_of(meta.queue, meta.job.task)
             self._record_wait(meta, labels)
             labels.active += 1
-        guard = _in_process.set(True)
+        guard = _in_process.set(ctx)
         _finished_run.set(None)
         # The handler sees the job's context, not the worker's: its spans nest under the run.
         token = otel_context.attach(current)
