@@ -157,3 +157,12 @@ async def test_by_default_it_follows_the_global_providers_even_when_set_later(ot
     assert len(o.sends(job_id)) == 1
     assert len(o.runs(job_id)) == 1
     assert o.total("tasqueue.jobs.succeeded", task="noop") >= 1
+
+
+@pytest.mark.asyncio
+async def test_disabling_the_entry_point_leaves_an_explicit_plugin_working(otel, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASQUEUE_DISABLE_PLUGINS", "otel")
+    async with Server(plugins=[otel.plugin()]) as srv:
+        assert len(otel_middleware(srv)) == 1
+        job_id = await one_job(srv)
+    assert len(otel.runs(job_id)) == 1
