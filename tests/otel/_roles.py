@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from typing import TextIO
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -19,15 +20,14 @@ from tasqueue import Job, JobCtx, JobOpts, Server
 from tasqueue_otel import OtelPlugin
 
 
-def provider(service: str, path: str) -> TracerProvider:
-    out = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by the exporter's shutdown
+def provider(service: str, out: TextIO) -> TracerProvider:
     tp = TracerProvider(resource=Resource.create({"service.name": service}))
     tp.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=out, formatter=lambda s: s.to_json(indent=None) + "\n")))
     return tp
 
 
-async def producer(url: str, spans: str, queue: str) -> None:
-    tp = provider("shop-api", spans)
+async def producer(url: str, out: TextIO, queue: str) -> None:
+    tp = provider("shop-api", out)
     tracer = tp.get_tracer("shop-api")
     async with Server(url, url, plugins=[OtelPlugin(tracer_provider=tp)]) as srv:
         with tracer.start_as_current_span("POST /orders") as request:
@@ -36,8 +36,8 @@ async def producer(url: str, spans: str, queue: str) -> None:
     tp.shutdown()
 
 
-async def worker(url: str, spans: str, queue: str) -> None:
-    tp = provider("billing-worker", spans)
+async def worker(url: str, out: TextIO, queue: str) -> None:
+    tp = provider("billing-worker", out)
     tracer = tp.get_tracer("billing-worker")
     ran: asyncio.Queue[str] = asyncio.Queue()
     srv = Server(url, url, plugins=[OtelPlugin(tracer_provider=tp)], fetch_timeout=0.5)
@@ -60,4 +60,5 @@ async def worker(url: str, spans: str, queue: str) -> None:
 
 if __name__ == "__main__":
     role, url, spans, queue = sys.argv[1:5]
-    asyncio.run((producer if role == "producer" else worker)(url, spans, queue))
+    with open(spans, "a", encoding="utf-8") as out:
+        asyncio.run((producer if role == "producer" else worker)(url, out, queue))
