@@ -19,7 +19,7 @@ Q = "q"
 
 def keys_of(broker: RedisBroker, queue: str = Q) -> dict[str, str]:
     base = f"{broker._prefix}:{{{queue}}}:"
-    return {name: base + name for name in ("pending", "delayed", "active", "data", "count", "lease", "state", "wake")}
+    return {name: base + name for name in ("pending", "delayed", "active", "data", "meta", "state", "wake")}
 
 
 async def fetch_all(broker: RedisBroker, count: int, *, timeout: float = 10.0) -> list[Delivery]:
@@ -82,16 +82,16 @@ async def test_every_script_can_be_replayed(redis_broker: RedisBroker) -> None:
     assert await redis_broker.get_pending(Q) == [b"1", b"2", b"3"]
 
     a, b, c = await fetch_all(redis_broker, 3)
-    ack = [k["active"], k["data"], k["count"], k["lease"]]
+    ack = [k["active"], k["data"], k["meta"]]
     assert await _lua.ACK(client, ack, [a.id, a.receipt]) == 1
     assert await _lua.ACK(client, ack, [a.id, a.receipt]) == 0
 
-    nack = [k["pending"], k["active"], k["delayed"], k["data"], k["count"], k["lease"], k["wake"]]
+    nack = [k["pending"], k["active"], k["delayed"], k["data"], k["meta"], k["wake"]]
     assert await _lua.NACK(client, nack, [0, "r", b.id, b.receipt, b"2-retry"]) == 1
     assert await _lua.NACK(client, nack, [0, "r", b.id, b.receipt, b"2-retry"]) == 0
     assert await redis_broker.get_pending(Q) == [b"2-retry"]  # once, not twice
 
-    extend = [k["active"], k["lease"], k["state"]]
+    extend = [k["active"], k["meta"], k["state"]]
     for _ in range(2):
         assert await _lua.EXTEND(client, extend, [30000, 15000, c.id, c.receipt]) == []
     await redis_broker.ack(Q, [c])
@@ -182,4 +182,5 @@ async def test_a_client_with_a_short_socket_timeout_blocks_less(redis_server, pr
     broker = RedisBroker(client, prefix=prefix, visibility_timeout=30)
     assert broker._block <= 0.2  # a blocking read always ends before the socket times out
     assert await broker.fetch(Q, 1, timeout=1.0) == []
+    await broker.close()
     await client.aclose()

@@ -141,7 +141,8 @@ async def test_a_client_of_your_own_is_left_open(redis_server, prefix: str) -> N
     await broker.close()
     await results.close()
     assert await client.ping()  # still usable: whoever made it closes it
-    assert await RedisResults(client, prefix=prefix).get("k") == b"v"
+    async with RedisResults(client, prefix=prefix) as again:
+        assert await again.get("k") == b"v"
     await client.aclose()
 
 

@@ -10,12 +10,16 @@ connection error, when it cannot know whether the first try ran.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 from redis.exceptions import NoScriptError
 
-__all__ = ["Script"]
+__all__ = ["Execute", "Script"]
+
+#: Sends one command and returns its reply: ``client.execute_command`` or ``Lanes.execute``.
+Execute = Callable[..., Awaitable[Any]]
 
 
 def _source(name: str) -> str:
@@ -33,12 +37,14 @@ class Script:
         self.source = _source(name)
         self.sha = hashlib.sha1(self.source.encode("utf-8"), usedforsecurity=False).hexdigest()
 
-    async def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
+    async def __call__(self, client: Any, keys: list[str], args: list[Any], execute: Execute | None = None) -> Any:
+        """Run the script on ``client`` (sending the command with ``execute``, when given)."""
+        send = execute or client.execute_command
         try:
-            return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await send("EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:
             await self.load(client)
-            return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await send("EVALSHA", self.sha, len(keys), *keys, *args)
 
     async def load(self, client: Any) -> None:
         """Load the script (on every primary, for a Cluster client)."""

@@ -7,8 +7,8 @@ and every script touches one slot)::
     tq:{q}:delayed   ZSET   id -> due time (ms, Redis clock)
     tq:{q}:active    ZSET   id -> lease deadline (ms, Redis clock)
     tq:{q}:data      HASH   id -> message bytes (an id held here is "held": enqueue skips it)
-    tq:{q}:count     HASH   id -> deliveries of the current bytes
-    tq:{q}:lease     HASH   id -> fencing token of the current lease
+    tq:{q}:meta      HASH   id -> "<deliveries> <token>": fetches of the current bytes, and the
+                            fencing token of the current lease ("0": not leased)
     tq:{q}:state     HASH   seq (last token), seen/hold (pause detection)
     tq:{q}:wake      LIST   at most one token; idle workers block on it with BLPOP
 
@@ -37,6 +37,7 @@ from tasqueue.broker import Delivery, Envelope
 from tasqueue.errors import BrokerError, ConfigurationError
 from tasqueue_redis import _lua
 from tasqueue_redis._config import DEFAULT_PREFIX, decodes_responses, make_client, parse_url, socket_timeout_of
+from tasqueue_redis._lanes import lanes_for
 
 __all__ = ["QueueStats", "RedisBroker"]
 
@@ -60,7 +61,20 @@ class QueueStats:
 
 
 class _Keys:
-    __slots__ = ("active", "claim", "count", "data", "delayed", "lease", "pending", "state", "wake")
+    __slots__ = (
+        "ack",
+        "active",
+        "claim",
+        "data",
+        "delayed",
+        "enqueue",
+        "extend",
+        "give_back",
+        "meta",
+        "pending",
+        "state",
+        "wake",
+    )
 
     def __init__(self, prefix: str, queue: str) -> None:
         base = f"{prefix}:{{{queue}}}:"
@@ -68,11 +82,15 @@ class _Keys:
         self.delayed = base + "delayed"
         self.active = base + "active"
         self.data = base + "data"
-        self.count = base + "count"
-        self.lease = base + "lease"
+        self.meta = base + "meta"
         self.state = base + "state"
         self.wake = base + "wake"
-        self.claim = [self.pending, self.active, self.delayed, self.data, self.count, self.lease, self.state, self.wake]
+        # The KEYS of each script, in the order the script reads them.
+        self.enqueue = [self.pending, self.delayed, self.data, self.wake]
+        self.claim = [self.pending, self.active, self.delayed, self.data, self.meta, self.state, self.wake]
+        self.ack = [self.active, self.data, self.meta]
+        self.give_back = [self.pending, self.active, self.delayed, self.data, self.meta, self.wake]
+        self.extend = [self.active, self.meta, self.state]
 
 
 class RedisBroker:
@@ -107,6 +125,8 @@ class RedisBroker:
             msg = "RedisBroker needs a client that returns bytes: build it with decode_responses=False"
             raise ConfigurationError(msg)
         self._client = client
+        self._lanes = lanes_for(client)
+        self._exec = client.execute_command if self._lanes is None else self._lanes.execute
         self._vt = float(visibility_timeout)
         self._prefix = prefix
         self._close_client = close_client
@@ -153,14 +173,13 @@ class RedisBroker:
 
     async def enqueue(self, queue: str, envelopes: Sequence[Envelope]) -> None:
         keys = self._queue(queue)
-        script_keys = [keys.pending, keys.delayed, keys.data, keys.wake]
         for start in range(0, len(envelopes), _ENQUEUE_CHUNK):
             args: list[Any] = []
             for env in envelopes[start : start + _ENQUEUE_CHUNK]:
                 # Whole milliseconds, rounded up: a message is never fetchable before its delay.
                 args += (env.id, env.data, math.ceil(env.delay * 1000) if env.delay > 0 else 0)
             try:
-                await _lua.ENQUEUE(self._client, script_keys, args)
+                await _lua.ENQUEUE(self._client, keys.enqueue, args, self._exec)
             except RedisError as exc:
                 msg = f"could not publish {len(envelopes)} message(s) to queue {queue!r}: {exc}"
                 raise BrokerError(msg) from exc
@@ -187,7 +206,7 @@ class RedisBroker:
 
     async def _claim(self, queue: str, keys: _Keys, count: int) -> tuple[list[Delivery], float]:
         args = [count, self._lease_ms, self._grace_ms, self._gap_ms, MOVE_LIMIT]
-        claim = asyncio.ensure_future(_lua.CLAIM(self._client, keys.claim, args))
+        claim = asyncio.ensure_future(_lua.CLAIM(self._client, keys.claim, args, self._exec))
         try:
             reply = await asyncio.shield(claim)
         except asyncio.CancelledError:
@@ -211,20 +230,19 @@ class RedisBroker:
     async def _block_for_work(self, queue: str, keys: _Keys, seconds: float) -> None:
         """Wait on the wake list until an enqueue (or a nack) pushes a token, or ``seconds`` pass."""
         try:
-            await self._client.execute_command("BLPOP", keys.wake, f"{seconds:.3f}")
+            await self._exec("BLPOP", keys.wake, f"{seconds:.3f}")
         except RedisError as exc:
             msg = f"could not wait for work on queue {queue!r}: {exc}"
             raise BrokerError(msg) from exc
 
     async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
         keys = self._queue(queue)
-        script_keys = [keys.active, keys.data, keys.count, keys.lease]
         for start in range(0, len(deliveries), _SETTLE_CHUNK):
             args: list[Any] = []
             for d in deliveries[start : start + _SETTLE_CHUNK]:
                 args += (d.id, d.receipt)
             try:
-                await _lua.ACK(self._client, script_keys, args)
+                await _lua.ACK(self._client, keys.ack, args, self._exec)
             except RedisError as exc:
                 msg = f"could not ack {len(deliveries)} message(s) on queue {queue!r}: {exc}"
                 raise BrokerError(msg) from exc
@@ -243,19 +261,17 @@ class RedisBroker:
         delay: float,
         data: bytes | None,
     ) -> None:
-        script_keys = [keys.pending, keys.active, keys.delayed, keys.data, keys.count, keys.lease, keys.wake]
         args: list[Any] = [math.ceil(delay * 1000) if delay > 0 else 0, mode]
         for d in deliveries:
             args += (d.id, d.receipt, b"" if data is None else data)
         try:
-            await _lua.NACK(self._client, script_keys, args)
+            await _lua.NACK(self._client, keys.give_back, args, self._exec)
         except RedisError as exc:
             msg = f"could not give {len(deliveries)} message(s) back to queue {queue!r}: {exc}"
             raise BrokerError(msg) from exc
 
     async def extend(self, queue: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
         keys = self._queue(queue)
-        script_keys = [keys.active, keys.lease, keys.state]
         lost: list[Delivery] = []
         for start in range(0, len(deliveries), _SETTLE_CHUNK):
             part = deliveries[start : start + _SETTLE_CHUNK]
@@ -263,7 +279,7 @@ class RedisBroker:
             for d in part:
                 args += (d.id, d.receipt)
             try:
-                gone = await _lua.EXTEND(self._client, script_keys, args)
+                gone = await _lua.EXTEND(self._client, keys.extend, args, self._exec)
             except RedisError as exc:
                 msg = f"could not renew {len(deliveries)} lease(s) on queue {queue!r}: {exc}"
                 raise BrokerError(msg) from exc
@@ -275,7 +291,7 @@ class RedisBroker:
     async def get_pending(self, queue: str) -> list[bytes]:
         keys = self._queue(queue)
         try:
-            found: list[bytes] = await _lua.PENDING(self._client, [keys.pending, keys.delayed, keys.data], [])
+            found: list[bytes] = await _lua.PENDING(self._client, [keys.pending, keys.delayed, keys.data], [], self._exec)
         except RedisError as exc:
             msg = f"could not list the pending messages of queue {queue!r}: {exc}"
             raise BrokerError(msg) from exc
@@ -313,6 +329,8 @@ class RedisBroker:
         if self._background:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*self._background, return_exceptions=True), timeout=5.0)
+        if self._lanes is not None:
+            await self._lanes.close()
         if self._close_client:
             await self._client.aclose()
 

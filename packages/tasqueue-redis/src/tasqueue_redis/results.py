@@ -25,6 +25,7 @@ from tasqueue.errors import ConfigurationError, NotFoundError, ResultsError
 from tasqueue.results import Write
 from tasqueue_redis import _lua
 from tasqueue_redis._config import DEFAULT_PREFIX, decodes_responses, make_client, parse_url
+from tasqueue_redis._lanes import lanes_for
 
 __all__ = ["DEFAULT_EXPIRY", "DEFAULT_LIST_LIMIT", "RedisResults"]
 
@@ -84,6 +85,8 @@ class RedisResults:
             raise ConfigurationError(msg)
         self._client = client
         self._cluster = hasattr(client, "nodes_manager")
+        self._lanes = None if self._cluster else lanes_for(client)
+        self._exec = client.execute_command if self._lanes is None else self._lanes.execute
         self._close_client = close_client
         self._prefix = prefix + ":"
         self.expiry = expiry
@@ -111,7 +114,7 @@ class RedisResults:
 
     async def get(self, key: str) -> bytes:
         try:
-            raw = await self._client.execute_command("GET", self._prefix + key)
+            raw = await self._exec("GET", self._prefix + key)
         except RedisError as exc:
             msg = f"could not read {key!r}: {exc}"
             raise ResultsError(msg) from exc
@@ -129,7 +132,7 @@ class RedisResults:
             if self._cluster:
                 raws = await self._client.mget_nonatomic(full)
             else:
-                raws = await self._client.execute_command("MGET", *full)
+                raws = await self._exec("MGET", *full)
         except RedisError as exc:
             msg = f"could not read {len(keys)} key(s): {exc}"
             raise ResultsError(msg) from exc
@@ -143,7 +146,7 @@ class RedisResults:
 
     async def _list(self, key: str, name: str) -> list[str]:
         try:
-            ids = await _lua.RESULTS_LIST(self._client, [key], [self._list_ttl_us])
+            ids = await _lua.RESULTS_LIST(self._client, [key], [self._list_ttl_us], self._exec)
         except RedisError as exc:
             msg = f"could not read the {name} list: {exc}"
             raise ResultsError(msg) from exc
@@ -164,6 +167,22 @@ class RedisResults:
     ) -> list[bool]:
         if not (writes or success or failed):
             return []
+        if len(writes) == 1 and not (success or failed or self._cluster) and (writes[0].version or 0) == 0:
+            # One plain or "only if absent" write (every enqueue makes one): a bare SET costs Redis
+            # a fraction of a script call. A refused SET NX may still be a win over an
+            # unversioned value, so that case alone goes on to the script.
+            w = writes[0]
+            key, value = self._prefix + w.key, _header(w.version) + w.value
+            ttl = () if (w.persist or not self._px) else ("PX", self._px)
+            try:
+                if w.version is None:
+                    await self._exec("SET", key, value, *ttl)
+                    return [True]
+                if await self._exec("SET", key, value, "NX", *ttl) is not None:
+                    return [True]
+            except RedisError as exc:
+                msg = f"could not write {w.key!r}: {exc}"
+                raise ResultsError(msg) from exc
         keys: list[str] = []
         values: list[Any] = []
         for w in writes:
@@ -180,7 +199,7 @@ class RedisResults:
                     lists.append(list_key)
                     tail += (len(ids), *ids)
             args = [self._px, self._list_ttl_us, self._limit, len(keys), *values, *tail]
-            reply = await _lua.RESULTS_SET(self._client, keys + lists, args)
+            reply = await _lua.RESULTS_SET(self._client, keys + lists, args, self._exec)
         except RedisError as exc:
             msg = f"could not write {len(writes)} key(s): {exc}"
             raise ResultsError(msg) from exc
@@ -231,6 +250,8 @@ class RedisResults:
     # ---- lifecycle -----------------------------------------------------------------------
 
     async def close(self) -> None:
+        if self._lanes is not None:
+            await self._lanes.close()
         if self._close_client:
             await self._client.aclose()
 

@@ -30,6 +30,17 @@ local function wake(key)
   redis.call('LTRIM', key, 0, 0)
 end
 
+-- A message's entry in the meta hash is "<deliveries> <token>": how many times its current
+-- bytes were fetched, and the fencing token of its lease ("0" while it is not leased).
+-- A missing entry is "0 0": never fetched.
+local function parse_meta(m)
+  if not m then
+    return 0, '0'
+  end
+  local count, token = string.match(m, '^(%d+) (%d+)$')
+  return tonumber(count) or 0, token or '0'
+end
+
 -- Pause detection. Live workers run claim or extend on a queue at least every `gap` ms, and
 -- `state.seen` records when that last happened. A longer silence means Redis itself was paused
 -- or down (or every worker was gone): leases then look expired only because nobody could renew
@@ -42,7 +53,8 @@ local function liveness(state, now, gap, lease)
   if seen == nil or now - seen > gap then
     hold = now + lease
     redis.call('HSET', state, 'seen', now, 'hold', hold)
-  else
+  elseif now - seen > gap / 8 then
+    -- Fresh enough not to write on every call; a silence still shows within gap/8.
     redis.call('HSET', state, 'seen', now)
   end
   return hold

@@ -1,4 +1,4 @@
--- Settle deliveries for good. KEYS: active data count lease. ARGV: (id, token)...
+-- Settle deliveries for good. KEYS: active data meta. ARGV: (id, token)...
 -- Only leases still held with that token are settled: a stale worker's ack is a no-op, and so
 -- is a replay. Returns how many were settled.
 local ids = {}
@@ -8,10 +8,11 @@ end
 if #ids == 0 then
   return 0
 end
-local toks = redis.call('HMGET', KEYS[4], unpack(ids))
+local metas = redis.call('HMGET', KEYS[3], unpack(ids))
 local done = {}
 for i, id in ipairs(ids) do
-  if toks[i] == ARGV[2 * i] then
+  local _, token = parse_meta(metas[i])
+  if token == ARGV[2 * i] then
     done[#done + 1] = id
   end
 end
@@ -19,6 +20,5 @@ if #done > 0 then
   bulk('ZREM', KEYS[1], done)
   bulk('HDEL', KEYS[2], done)
   bulk('HDEL', KEYS[3], done)
-  bulk('HDEL', KEYS[4], done)
 end
 return #done

@@ -1,10 +1,9 @@
--- Lease up to max_count messages. KEYS: pending active delayed data count lease state wake.
+-- Lease up to max_count messages. KEYS: pending active delayed data meta state wake.
 -- ARGV: max_count lease_ms grace_ms gap_ms limit.
 -- On the way it promotes due delayed messages and gives expired leases back, so idle queues
 -- need no separate mover. Returns {token, hint_ms, id1, data1, deliveries1, id2, ...}, where
 -- hint_ms says when calling again may find work (-1: only an enqueue will bring any).
-local pending, active, delayed, data, count, lease, state, wakekey =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local pending, active, delayed, data, meta, state, wakekey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local n = tonumber(ARGV[1])
 local lease_ms = tonumber(ARGV[2])
 local grace = tonumber(ARGV[3])
@@ -24,13 +23,21 @@ end
 if now >= hold then
   local dead = redis.call('ZRANGEBYSCORE', active, '-inf', now - grace, 'LIMIT', 0, limit)
   if #dead > 0 then
+    local metas = redis.call('HMGET', meta, unpack(dead))
+    local margs = {}
+    for i, id in ipairs(dead) do
+      local count = parse_meta(metas[i])
+      margs[#margs + 1] = id
+      margs[#margs + 1] = count .. ' 0'
+    end
     bulk('ZREM', active, dead)
-    bulk('HDEL', lease, dead)
+    bulk('HSET', meta, margs)
     bulk('RPUSH', pending, reversed(dead))
   end
 end
 
 local out = {0, -1}
+local got = 0
 if n > 0 then
   local ids = redis.call('RPOP', pending, n)
   if ids then
@@ -39,12 +46,13 @@ if n > 0 then
     local tok = redis.call('HINCRBY', state, 'seq', 1)
     out[1] = tok
     local datas = redis.call('HMGET', data, unpack(ids))
-    local held = redis.call('HMGET', lease, unpack(ids))
+    local metas = redis.call('HMGET', meta, unpack(ids))
     local deadline = now + lease_ms
-    local zargs, largs, taken = {}, {}, {}
+    local zargs, margs, taken = {}, {}, {}
     for i, id in ipairs(ids) do
       local d = datas[i]
-      if not held[i] and not taken[id] then
+      local count, token = parse_meta(metas[i])
+      if token == '0' and not taken[id] then
         if not d then
           -- An element without a payload: bytes pushed by hand, or an id whose payload was
           -- deleted. It becomes a message whose data is the element itself (the worker stores
@@ -55,34 +63,39 @@ if n > 0 then
           end
           if redis.call('HSETNX', data, id, d) == 0 then
             id = nil -- the same bytes are already held: a duplicate
+          else
+            count = 0
           end
         end
         if id then
           taken[id] = true
-          local c = redis.call('HINCRBY', count, id, 1)
+          count = count + 1
           zargs[#zargs + 1] = deadline
           zargs[#zargs + 1] = id
-          largs[#largs + 1] = id
-          largs[#largs + 1] = tok
+          margs[#margs + 1] = id
+          margs[#margs + 1] = count .. ' ' .. tok
           out[#out + 1] = id
           out[#out + 1] = d
-          out[#out + 1] = c
+          out[#out + 1] = count
+          got = got + 1
         end
       end
     end
-    if #zargs > 0 then
+    if got > 0 then
       bulk('ZADD', active, zargs)
-      bulk('HSET', lease, largs)
+      bulk('HSET', meta, margs)
     end
   end
 end
 
-if redis.call('LLEN', pending) > 0 then
-  out[2] = 0
-  -- More is waiting: pass the wake-up on to the next idle worker.
-  if #out > 2 then
+if got == n then
+  -- A full batch: more may be waiting; pass the wake-up on to the next idle worker.
+  if redis.call('LLEN', pending) > 0 then
+    out[2] = 0
     wake(wakekey)
   end
+elseif redis.call('LLEN', pending) > 0 then
+  out[2] = 0 -- duplicates were dropped: call again at once
 else
   local hint = -1
   local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')

@@ -1,4 +1,4 @@
--- Renew leases. KEYS: active lease state. ARGV: lease_ms gap_ms (id, token)...
+-- Renew leases. KEYS: active meta state. ARGV: lease_ms gap_ms (id, token)...
 -- Returns the 1-based positions of the leases that are no longer held (settled, or expired and
 -- taken back): their worker must stop. A replay renews again, which is harmless.
 local lease_ms = tonumber(ARGV[1])
@@ -12,11 +12,12 @@ local lost = {}
 if #ids == 0 then
   return lost
 end
-local toks = redis.call('HMGET', KEYS[2], unpack(ids))
+local metas = redis.call('HMGET', KEYS[2], unpack(ids))
 local deadline = now + lease_ms
 local renew = {}
 for i, id in ipairs(ids) do
-  if toks[i] == ARGV[2 * i + 2] then
+  local _, token = parse_meta(metas[i])
+  if token == ARGV[2 * i + 2] then
     renew[#renew + 1] = deadline
     renew[#renew + 1] = id
   else

@@ -1,4 +1,4 @@
--- Give deliveries back. KEYS: pending active delayed data count lease wake.
+-- Give deliveries back. KEYS: pending active delayed data meta wake.
 -- ARGV: delay_ms mode (id, token, data)...
 --   mode 'k': keep the data; 'r': replace it (the delivery count starts again);
 --   'u': undo the fetch (a fetch cancelled before the worker saw it; the count goes back down).
@@ -11,16 +11,17 @@ local now = nil
 local given = 0
 for i = 3, #ARGV, 3 do
   local id, tok = ARGV[i], ARGV[i + 1]
-  if redis.call('HGET', KEYS[6], id) == tok then
+  local count, token = parse_meta(redis.call('HGET', KEYS[5], id))
+  if token == tok then
     given = given + 1
     redis.call('ZREM', KEYS[2], id)
-    redis.call('HDEL', KEYS[6], id)
     if mode == 'r' then
       redis.call('HSET', KEYS[4], id, ARGV[i + 2])
-      redis.call('HDEL', KEYS[5], id)
+      count = 0
     elseif mode == 'u' then
-      redis.call('HINCRBY', KEYS[5], id, -1)
+      count = math.max(count - 1, 0)
     end
+    redis.call('HSET', KEYS[5], id, count .. ' 0')
     if delay > 0 then
       now = now or now_ms()
       redis.call('ZADD', KEYS[3], now + delay, id)
@@ -33,6 +34,6 @@ if #back > 0 then
   bulk('RPUSH', KEYS[1], reversed(back))
 end
 if given > 0 then
-  wake(KEYS[7])
+  wake(KEYS[6])
 end
 return given

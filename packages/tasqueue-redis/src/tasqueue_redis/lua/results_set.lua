@@ -55,9 +55,19 @@ if #KEYS > n then
         z[#z + 1] = ARGV[p + j]
       end
       bulk('ZADD', key, z)
+      -- Trim only when there is something to trim, so that most calls write nothing more.
       if list_ttl > 0 then
-        redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('(%.0f', now - list_ttl))
-        redis.call('PEXPIRE', key, math.ceil(list_ttl / 1000) + 1000)
+        local cutoff = now - list_ttl
+        local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+        if oldest[2] and tonumber(oldest[2]) < cutoff then
+          redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('(%.0f', cutoff))
+        end
+        -- An idle store's lists expire whole. The key outlives every entry it holds (each
+        -- add leaves it at least list_ttl to live) yet is renewed only every half list_ttl.
+        local ttl_ms = math.ceil(list_ttl / 1000) + 1000
+        if redis.call('PTTL', key) < ttl_ms then
+          redis.call('PEXPIRE', key, math.ceil(ttl_ms * 1.5))
+        end
       end
       if list_limit > 0 then
         local size = redis.call('ZCARD', key)

@@ -1,0 +1,415 @@
+"""tasqueue on Redis against the floor: what a bare redis-py reliable queue does on the same Redis.
+
+    python benchmarks/bench_redis.py                 # starts its own redis-server on a free port
+    python benchmarks/bench_redis.py --url redis://127.0.0.1:6380/0
+    python benchmarks/bench_redis.py --quick         # smaller sizes, for a smoke run
+
+Figures, all on one Redis in one run:
+
+* enqueue: ``await srv.enqueue`` one by one, and ``srv.enqueue_many`` in batches of 1000, against
+  a bare awaited ``LPUSH`` per job and pipelined ``LPUSH``;
+* processing: 20,000 and 100,000 no-op jobs through one worker *process* at concurrency 10
+  (pre-enqueued; timed from the first to the last job recorded successful, by the Redis clock),
+  against the floor consumer: a Lua script that moves up to 100 ids from a list into a ZSET of
+  leases per call, and pipelined ZREM acks, with no status or result writes;
+* 10,000 chains of 10 jobs and 10,000 groups of 10 jobs (``--chains``/``--groups`` to scale);
+* idle latency: enqueue-to-handler-start, p50/p99, with the worker waiting on an empty queue;
+* worker peak RSS (VmHWM of the worker process, after the 100,000-job run).
+
+The started Redis uses ``appendonly yes`` with ``appendfsync everysec``, as a deployment that must
+not lose jobs would (``--no-aof`` turns that off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+QUEUE = "bench"
+HERE = Path(__file__).resolve()
+
+
+# ---- the worker process -----------------------------------------------------------------------
+
+
+def worker_main(url: str, prefix: str, concurrency: int) -> None:
+    import logging
+
+    from tasqueue import JobCtx, Server, TaskOpts
+    from tasqueue_redis import RedisBroker, RedisResults
+
+    srv = Server(
+        RedisBroker.from_url(url, prefix=prefix),
+        RedisResults.from_url(url, prefix=prefix),
+        load_entrypoints=False,
+    )
+
+    async def noop(payload: bytes, ctx: JobCtx) -> None:
+        return None
+
+    async def stamp(payload: bytes, ctx: JobCtx) -> bytes:
+        return repr(time.time()).encode()
+
+    srv.register_task("noop", noop, TaskOpts(queue=QUEUE, concurrency=concurrency))
+    srv.register_task("stamp", stamp, TaskOpts(queue=QUEUE))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    srv.run()
+
+
+class WorkerProcess:
+    """``bench_redis.py worker ...`` in a subprocess; ready once it logged "worker started"."""
+
+    def __init__(self, url: str, prefix: str, concurrency: int, logdir: Path) -> None:
+        self.log = logdir / f"worker-{prefix}.log"
+        args = [sys.executable, str(HERE), "worker", "--url", url, "--prefix", prefix, "--concurrency", str(concurrency)]
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    async def ready(self) -> None:
+        async with asyncio.timeout(30):
+            while "worker started" not in self.log.read_text(errors="replace"):
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"worker exited: {self.log.read_text(errors='replace')[-2000:]}")
+                await asyncio.sleep(0.02)
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ---- the Redis server -------------------------------------------------------------------------
+
+
+def start_redis(directory: Path, aof: bool) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is not on PATH; install it, or pass --url")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [
+        binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", "",
+        "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec",
+        "--maxmemory-policy", "noeviction", "--logfile", str(directory / "redis.log"),
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                sys.exit("redis-server did not start")
+            time.sleep(0.02)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+# ---- measurements -----------------------------------------------------------------------------
+
+FLOOR_CLAIM = """
+local ids = redis.call('RPOP', KEYS[1], ARGV[1])
+if not ids then return {} end
+local z = {}
+for _, id in ipairs(ids) do z[#z + 1] = ARGV[2]; z[#z + 1] = id end
+redis.call('ZADD', KEYS[2], unpack(z))
+return ids
+"""
+
+
+class Bench:
+    def __init__(self, url: str, logdir: Path) -> None:
+        import redis.asyncio as redis
+
+        self.url = url
+        self.logdir = logdir
+        self.raw = redis.Redis.from_url(url)
+        self.rows: list[tuple[str, str, str]] = []
+        self.floor: dict[str, float] = {}
+
+    def row(self, name: str, value: str, ratio: str = "") -> None:
+        self.rows.append((name, value, ratio))
+        print(f"  {name:<58} {value:>18} {ratio}", flush=True)
+
+    async def fresh(self) -> str:
+        await self.raw.flushall()
+        return f"b{uuid.uuid4().hex[:8]}"
+
+    # -- floor --
+
+    async def floor_lpush_awaited(self, n: int) -> float:
+        await self.fresh()
+        start = time.perf_counter()
+        for i in range(n):
+            await self.raw.lpush("floor:q", f"{i:036d}")
+        return n / (time.perf_counter() - start)
+
+    async def floor_lpush_pipelined(self, n: int) -> float:
+        await self.fresh()
+        start = time.perf_counter()
+        await self._fill_floor(n)
+        return n / (time.perf_counter() - start)
+
+    async def _fill_floor(self, n: int) -> None:
+        for offset in range(0, n, 1000):
+            async with self.raw.pipeline(transaction=False) as pipe:
+                for i in range(offset, min(n, offset + 1000)):
+                    pipe.lpush("floor:q", f"{i:036d}")
+                await pipe.execute()
+
+    async def floor_consume(self, n: int) -> float:
+        await self.fresh()
+        await self._fill_floor(n)
+        claim = self.raw.register_script(FLOOR_CLAIM)
+        done = 0
+        start = time.perf_counter()
+        while done < n:
+            ids = await claim(keys=["floor:q", "floor:active"], args=[100, int(time.time() * 1000) + 30000])
+            async with self.raw.pipeline(transaction=False) as pipe:
+                for id_ in ids:
+                    pipe.zrem("floor:active", id_)
+                await pipe.execute()
+            done += len(ids)
+        return n / (time.perf_counter() - start)
+
+    # -- tasqueue --
+
+    def server(self, prefix: str) -> object:
+        from tasqueue import Server
+        from tasqueue_redis import RedisBroker, RedisResults
+
+        broker = RedisBroker.from_url(self.url, prefix=prefix)
+        return Server(broker, RedisResults.from_url(self.url, prefix=prefix), load_entrypoints=False)
+
+    async def enqueue_one_by_one(self, n: int) -> float:
+        from tasqueue import Job, JobOpts
+
+        prefix = await self.fresh()
+        async with self.server(prefix) as srv:  # type: ignore[attr-defined]
+            jobs = [Job("noop", b"", JobOpts(queue=QUEUE)) for _ in range(n)]
+            start = time.perf_counter()
+            for job in jobs:
+                await srv.enqueue(job)
+            return n / (time.perf_counter() - start)
+
+    async def enqueue_bulk(self, n: int, prefix: str | None = None) -> float:
+        from tasqueue import Job, JobOpts
+
+        prefix = prefix or await self.fresh()
+        async with self.server(prefix) as srv:  # type: ignore[attr-defined]
+            start = time.perf_counter()
+            for offset in range(0, n, 1000):
+                await srv.enqueue_many([Job("noop", b"", JobOpts(queue=QUEUE)) for _ in range(min(1000, n - offset))])
+            return n / (time.perf_counter() - start)
+
+    async def _success_span(self, prefix: str, expected: int) -> float:
+        """Seconds from the first to the last id added to the success list (Redis clock)."""
+        key = f"{prefix}:success"
+        async with asyncio.timeout(max(600, expected / 100)):
+            while await self.raw.zcard(key) < expected:  # noqa: ASYNC110 - the worker is another process
+                await asyncio.sleep(0.05)
+        first = await self.raw.zrange(key, 0, 0, withscores=True)
+        last = await self.raw.zrange(key, -1, -1, withscores=True)
+        return (last[0][1] - first[0][1]) / 1e6
+
+    async def process(self, n: int, concurrency: int) -> tuple[float, float]:
+        prefix = await self.fresh()
+        await self.enqueue_bulk(n, prefix)
+        worker = WorkerProcess(self.url, prefix, concurrency, self.logdir)
+        try:
+            span = await self._success_span(prefix, n)
+            rss = worker.peak_rss_mb()
+        finally:
+            worker.stop()
+        return (n - 1) / span, rss
+
+    async def workflows(self, kind: str, count: int, size: int, concurrency: int) -> tuple[float, float]:
+        from tasqueue import Chain, Group, Job, JobOpts
+
+        prefix = await self.fresh()
+        async with self.server(prefix) as srv:  # type: ignore[attr-defined]
+            gate = asyncio.Semaphore(32)
+
+            async def one() -> None:
+                jobs = [Job("noop", b"", JobOpts(queue=QUEUE)) for _ in range(size)]
+                async with gate:
+                    if kind == "chain":
+                        await srv.enqueue_chain(Chain(jobs))
+                    else:
+                        await srv.enqueue_group(Group(jobs))
+
+            start = time.perf_counter()
+            await asyncio.gather(*(one() for _ in range(count)))
+            enqueue_rate = count / (time.perf_counter() - start)
+        worker = WorkerProcess(self.url, prefix, concurrency, self.logdir)
+        try:
+            span = await self._success_span(prefix, count * size)
+        finally:
+            worker.stop()
+        return enqueue_rate, (count * size - 1) / span
+
+    async def idle_latency(self, samples: int) -> tuple[list[float], list[float]]:
+        from tasqueue import Job, JobOpts
+
+        prefix = await self.fresh()
+        worker = WorkerProcess(self.url, prefix, 10, self.logdir)
+        from_call: list[float] = []
+        from_return: list[float] = []
+        try:
+            await worker.ready()
+            async with self.server(prefix) as srv:  # type: ignore[attr-defined]
+                marks: list[tuple[str, float, float]] = []
+                for _ in range(samples):
+                    await asyncio.sleep(0.02)  # pacing: let the worker go idle (blocked on Redis) again
+                    t0 = time.time()
+                    job_id = await srv.enqueue(Job("stamp", b"", JobOpts(queue=QUEUE)))
+                    marks.append((job_id, t0, time.time()))
+                for job_id, t0, t1 in marks:
+                    await srv.wait(job_id, timeout=30, poll=0.01)
+                    started = float(await srv.get_result(job_id))
+                    from_call.append(started - t0)
+                    from_return.append(started - t1)
+        finally:
+            worker.stop()
+        return from_call, from_return
+
+
+IMPORT_RSS = """
+import sys
+if sys.argv[1] == "all":
+    import redis.asyncio
+import tasqueue.server, tasqueue._worker
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        print(int(line.split()[1]) / 1024)
+"""
+
+
+def import_rss_mb() -> dict[str, float]:
+    """Peak RSS of processes that import the libraries and do nothing: the floor of any worker."""
+    out = {}
+    for what in ("all", "core"):
+        done = subprocess.run([sys.executable, "-c", IMPORT_RSS, what], capture_output=True, text=True, check=True)
+        out[what] = float(done.stdout)
+    return out
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def run(url: str, args: argparse.Namespace, logdir: Path) -> None:
+    b = Bench(url, logdir)
+    info = await b.raw.info("server")
+    aof = (await b.raw.config_get("appendonly"))["appendonly"]
+    print(f"tasqueue-redis benchmark: Redis {info['redis_version']} at {url} (appendonly {aof}), Python {sys.version.split()[0]}")
+    print(f"one host, {os.cpu_count()} CPUs shared by Redis, the worker process and this producer process\n")
+    small, large = args.jobs
+
+    print("floor (bare redis-py asyncio, ids only, no status or result writes)")
+    lpush = await b.floor_lpush_awaited(args.one_by_one)
+    b.row("LPUSH awaited one by one", f"{lpush:,.0f} jobs/s")
+    piped = await b.floor_lpush_pipelined(large)
+    b.row(f"LPUSH pipelined x1000 ({large:,})", f"{piped:,.0f} jobs/s")
+    floor = {n: await b.floor_consume(n) for n in (small, large)}
+    for n, rate in floor.items():
+        b.row(f"consume {n:,}: Lua claim <=100 into a ZSET + pipelined ZREM", f"{rate:,.0f} jobs/s")
+
+    print("\ntasqueue-redis")
+    one = await b.enqueue_one_by_one(args.one_by_one)
+    b.row(f"enqueue one by one ({args.one_by_one:,})", f"{one:,.0f} jobs/s", f"{one / lpush:6.1%} of LPUSH (target >= 50%)")
+    bulk = await b.enqueue_bulk(large)
+    b.row(f"enqueue_many x1000 ({large:,})", f"{bulk:,.0f} jobs/s", f"{bulk / piped:6.1%} of pipelined LPUSH")
+    rss = 0.0
+    for n in (small, large):
+        rate, rss = await b.process(n, args.concurrency)
+        ratio = f"{rate / floor[n]:6.1%} of the floor (target >= 25%)"
+        b.row(f"process {n:,} no-op jobs, 1 worker process, concurrency {args.concurrency}", f"{rate:,.0f} jobs/s", ratio)
+    b.row(f"worker peak RSS after {large:,} jobs", f"{rss:.1f} MB", "(target < 40 MB)")
+    base = import_rss_mb()
+    b.row("  of which: a process that only imports tasqueue + redis.asyncio", f"{base['all']:.1f} MB")
+    b.row("  of which: a process that only imports tasqueue (no redis-py)", f"{base['core']:.1f} MB")
+    if args.chains:
+        enq, rate = await b.workflows("chain", args.chains, 10, args.concurrency)
+        b.row(f"enqueue_chain ({args.chains:,} chains of 10)", f"{enq:,.0f} chains/s")
+        jobs = f"{args.chains * 10:,} jobs"
+        b.row(f"run {args.chains:,} chains of 10 ({jobs})", f"{rate:,.0f} jobs/s", f"{rate / floor[large]:6.1%} of the floor")
+    if args.groups:
+        enq, rate = await b.workflows("group", args.groups, 10, args.concurrency)
+        b.row(f"enqueue_group ({args.groups:,} groups of 10)", f"{enq:,.0f} groups/s")
+        jobs = f"{args.groups * 10:,} jobs"
+        b.row(f"run {args.groups:,} groups of 10 ({jobs})", f"{rate:,.0f} jobs/s", f"{rate / floor[large]:6.1%} of the floor")
+    call, ret = await b.idle_latency(args.samples)
+    p50 = f"{pct(call, 50) * 1000:.2f} ms"
+    b.row(f"idle latency, enqueue call -> handler start, p50 ({args.samples})", p50, "(target p50 < 1 ms)")
+    b.row("idle latency, enqueue call -> handler start, p99", f"{pct(call, 99) * 1000:.2f} ms")
+    b.row("idle latency, enqueue returned -> handler start, p50", f"{pct(ret, 50) * 1000:.2f} ms")
+    b.row("idle latency, enqueue returned -> handler start, p99", f"{pct(ret, 99) * 1000:.2f} ms")
+    b.row("idle latency, mean of enqueue call -> start", f"{statistics.fmean(call) * 1000:.2f} ms")
+    await b.raw.flushall()
+    await b.raw.aclose()
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        parser = argparse.ArgumentParser()
+        parser.add_argument("worker")
+        parser.add_argument("--url", required=True)
+        parser.add_argument("--prefix", required=True)
+        parser.add_argument("--concurrency", type=int, default=10)
+        ns = parser.parse_args()
+        worker_main(ns.url, ns.prefix, ns.concurrency)
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="a Redis to use (it is FLUSHALLed!); default: start one on a free port")
+    parser.add_argument("--no-aof", action="store_true", help="start Redis without appendonly")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--chains", type=int, default=None, help="chains of 10 to run (default 10,000)")
+    parser.add_argument("--groups", type=int, default=None, help="groups of 10 to run (default 10,000)")
+    parser.add_argument("--samples", type=int, default=300, help="idle-latency samples")
+    args = parser.parse_args()
+    args.jobs = (2_000, 10_000) if args.quick else (20_000, 100_000)
+    args.one_by_one = 2_000 if args.quick else 10_000
+    default_flows = 500 if args.quick else 10_000
+    args.chains = default_flows if args.chains is None else args.chains
+    args.groups = default_flows if args.groups is None else args.groups
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
+        logdir = Path(tmp)
+        proc = None
+        url = args.url
+        if url is None:
+            proc, url = start_redis(logdir, aof=not args.no_aof)
+        try:
+            asyncio.run(run(url, args, logdir))
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()
