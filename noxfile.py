@@ -19,7 +19,8 @@ TEST_TOOLS = ("pytest>=8", "pytest-asyncio>=1.0", "pytest-timeout>=2.3")
 EXTRA = {
     "core": (),
     "redis": (),
-    "otel": ("./packages/tasqueue-redis",),  # the cross-process trace test runs over a real Redis
+    # The SDK is a test-only dependency (its [test] extra); the cross-process test runs over Redis.
+    "otel": ("./packages/tasqueue-redis", "./packages/tasqueue-otel[test]"),
 }
 
 
@@ -72,7 +73,5 @@ def quickstart(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Throughput, latency and memory benchmarks (minutes; not part of `nox`)."""
-    session.install("-e", CORE)
-    for package in ("redis", "otel"):
-        session.install("-e", f"./packages/tasqueue-{package}")
+    session.install("-e", CORE, "-e", "./packages/tasqueue-redis", "-e", "./packages/tasqueue-otel[sdk]")
     session.run("python", "benchmarks/run.py", *session.posargs)

@@ -1,7 +1,5 @@
-"""``OtelMiddleware.enqueue_many``: a batch stored at once still gets one send span and one context per job.
-
-Core (0.1) calls ``enqueue`` once per message whenever enqueue middleware is installed; a core
-that hands middleware whole batches calls ``enqueue_many``. These tests call it directly.
+"""Enqueue middleware sees whole batches (``enqueue_many``, groups, follow-ups): each job of a batch
+stored at once still gets its own send span and context. These tests call the middleware directly.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ async def test_each_message_of_a_batch_gets_its_own_send_span_and_context(otel) 
         return [m.id for m in batch]
 
     with otel.tracer.start_as_current_span("import orders") as request:
-        ids = await mw.enqueue_many(messages(3), store)
+        ids = await mw.enqueue(messages(3), store)
 
     assert ids == ["job-0", "job-1", "job-2"]
     sends = otel.sends()
@@ -49,7 +47,7 @@ async def test_a_failed_batch_marks_every_send_span(otel) -> None:
         raise ConnectionError("broker down")
 
     with pytest.raises(ConnectionError):
-        await mw.enqueue_many(messages(2), refuse)
+        await mw.enqueue(messages(2), refuse)
     sends = otel.sends()
     assert len(sends) == 2
     assert all(s.status.status_code is StatusCode.ERROR for s in sends)

@@ -11,7 +11,9 @@ so a span, a timer or a ``try`` block wraps exactly the work it measures::
             finally:
                 log.info("%s took %.3fs", ctx.meta.job.task, time.perf_counter() - start)
 
-``enqueue`` sees each ``JobMessage`` before it is stored and published (add ``headers`` there);
+``enqueue`` sees the ``JobMessage`` objects of one enqueue call before they are stored and
+published, as a batch (one message for ``Server.enqueue``; several for ``enqueue_many``, a
+group, or follow-up jobs), so that batches stay one round trip; add ``headers`` there.
 ``process`` wraps the handler of one run (its timeout included) and sees what it returns or
 raises. Middleware is installed with ``Server(middleware=[...])`` or by a plugin's
 ``tasqueue_register_middleware`` hook; the first one given is the outermost. A method left
@@ -30,8 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = ["EnqueueNext", "Middleware", "ProcessNext", "compose_enqueue", "compose_process"]
 
-#: Stores and publishes the message; returns the job id.
-EnqueueNext: TypeAlias = Callable[["JobMessage"], Awaitable[str]]
+#: Stores and publishes the messages; returns their job ids, in order.
+EnqueueNext: TypeAlias = Callable[[Sequence["JobMessage"]], Awaitable[list[str]]]
 #: Runs the handler (with its timeout); returns the bytes it returned, or None.
 ProcessNext: TypeAlias = Callable[["JobCtx"], Awaitable[bytes | None]]
 
@@ -39,9 +41,9 @@ ProcessNext: TypeAlias = Callable[["JobCtx"], Awaitable[bytes | None]]
 class Middleware:
     """Base class of middleware; both methods pass straight through."""
 
-    async def enqueue(self, message: JobMessage, call_next: EnqueueNext) -> str:
-        """Wrap storing and publishing one job message."""
-        return await call_next(message)
+    async def enqueue(self, messages: Sequence[JobMessage], call_next: EnqueueNext) -> list[str]:
+        """Wrap storing and publishing the messages of one enqueue call."""
+        return await call_next(messages)
 
     async def process(self, ctx: JobCtx, call_next: ProcessNext) -> bytes | None:
         """Wrap one run of a job's handler."""
@@ -68,8 +70,3 @@ def compose_process(middleware: Sequence[Middleware], inner: ProcessNext) -> Pro
         if _overrides(mw, "process"):
             call = partial(mw.process, call_next=call)
     return call
-
-
-def has_enqueue_middleware(middleware: Sequence[Middleware]) -> bool:
-    """Whether any of ``middleware`` wraps enqueue (bulk enqueue then goes one by one)."""
-    return any(_overrides(mw, "enqueue") for mw in middleware)

@@ -25,7 +25,7 @@ from tasqueue.broker import Broker, Envelope
 from tasqueue.errors import BrokerError, ConfigurationError, NotFoundError, TasqueueError
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, Group, Job
 from tasqueue.messages import ChainMessage, GroupMessage, JobMessage, JobStatus
-from tasqueue.middleware import Middleware, compose_enqueue, has_enqueue_middleware
+from tasqueue.middleware import Middleware, compose_enqueue
 from tasqueue.plugins import PluginHost
 from tasqueue.results import Results, Write
 from tasqueue.tasks import Handler, TaskOpts, is_async_callable
@@ -117,8 +117,7 @@ class Server:
         self._sync: BlockingServer | None = None
         # Last, so that plugins registering middleware see a fully built Server.
         self.middleware: tuple[Middleware, ...] = (*middleware, *self._plugins.middleware(self))
-        self._enqueue_one = compose_enqueue(self.middleware, self._enqueue_innermost)
-        self._enqueue_wrapped = has_enqueue_middleware(self.middleware)
+        self._enqueue_messages = compose_enqueue(self.middleware, self._store_and_publish)
 
     # ---- tasks ---------------------------------------------------------------------------
 
@@ -178,7 +177,7 @@ class Server:
         run's and the one ``cancel_schedule`` takes. An id that is already stored is left as it
         is (ids are idempotency keys).
         """
-        return await self._enqueue_one(self._message(job))
+        return (await self._enqueue_messages([self._message(job)]))[0]
 
     async def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
         """Enqueue several jobs with as few round trips as the backends allow; return their ids."""
@@ -275,24 +274,14 @@ class Server:
         job = msgspec.structs.replace(run.job, opts=msgspec.structs.replace(run.job.opts, eta=at))
         return self._message(job, id=derived_id(run.schedule_id, "run", at.isoformat()), schedule_id=run.schedule_id)
 
-    async def _enqueue_messages(self, messages: Sequence[JobMessage]) -> list[str]:
-        if not self._enqueue_wrapped:
-            await self._store_and_publish(messages)
-            return [m.id for m in messages]
-        return [await self._enqueue_one(m) for m in messages]
-
-    async def _enqueue_innermost(self, message: JobMessage) -> str:
-        await self._store_and_publish([message])
-        return message.id
-
-    async def _store_and_publish(self, messages: Sequence[JobMessage]) -> None:
+    async def _store_and_publish(self, messages: Sequence[JobMessage]) -> list[str]:
         """Store each message as ``queued`` unless its id exists, then publish what was stored.
 
         If publishing fails, the records just written are deleted again, so no ``queued`` job
         is left behind that no broker holds.
         """
         if not messages:
-            return
+            return []
         data = [encode(m) for m in messages]
         writes = [Write(job_key(m.id), d, version=0) for m, d in zip(messages, data, strict=True)]
         writes += [
@@ -327,6 +316,7 @@ class Server:
                 raise
             msg = f"could not publish {len(messages)} job(s): {exc}"
             raise BrokerError(msg) from exc
+        return [m.id for m in messages]
 
     async def _forget(self, ids: list[str]) -> None:
         try:

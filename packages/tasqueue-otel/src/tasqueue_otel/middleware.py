@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Final, TypeAlias
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 from opentelemetry import context as otel_context
@@ -86,9 +86,6 @@ INTERRUPTED: Final = "interrupted"  # cut short by shutdown or a lost lease; han
 #: Histogram buckets in seconds: the messaging conventions' advice, stretched to an hour for long jobs.
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 DURATION_BUCKETS_LONG: Final = (*DURATION_BUCKETS, 30.0, 60.0, 300.0, 900.0, 3600.0)
-
-#: Stores and publishes a batch of messages; returns their ids (see ``OtelMiddleware.enqueue_many``).
-EnqueueManyNext: TypeAlias = Callable[[Sequence["JobMessage"]], Awaitable[list[str]]]
 
 _EMPTY: Final = Context()
 _MAX_CACHED = 256
@@ -159,36 +156,8 @@ class OtelMiddleware(Middleware):
 
     # ---- enqueue: the producer side ----------------------------------------------------------
 
-    async def enqueue(self, message: JobMessage, call_next: EnqueueNext) -> str:
-        """Open ``send <queue>`` (PRODUCER) and inject its context into the message's headers."""
-        if _in_enqueue.get() == message.id:
-            return await call_next(message)
-        guard = _in_enqueue.set(message.id)
-        try:
-            span, current, message = self._open_send(message, self._send_parent())
-            # Spans of the broker's own client library nest under ours.
-            token = otel_context.attach(current) if span.is_recording() else None
-            try:
-                job_id = await call_next(message)
-            except BaseException as exc:
-                _close_failed_send(span, exc)
-                raise
-            finally:
-                if token is not None:
-                    otel_context.detach(token)
-                span.end()
-            if self._metered or self._metering():
-                self._enqueued.add(1, self._labels_of(message.queue, message.job.task).base)
-            return job_id
-        finally:
-            _in_enqueue.reset(guard)
-
-    async def enqueue_many(self, messages: Sequence[JobMessage], call_next: EnqueueManyNext) -> list[str]:
-        """``enqueue`` for a batch stored and published at once: one ``send`` span per message.
-
-        For a core that hands enqueue middleware whole batches (``enqueue_many``, groups,
-        follow-ups); a core that does not calls ``enqueue`` once per message instead.
-        """
+    async def enqueue(self, messages: Sequence[JobMessage], call_next: EnqueueNext) -> list[str]:
+        """Open one ``send <queue>`` (PRODUCER) span per message and inject its context into the message's headers."""
         ids = tuple(m.id for m in messages)
         if _in_enqueue.get() == ids:
             return await call_next(messages)
@@ -196,6 +165,9 @@ class OtelMiddleware(Middleware):
         try:
             parent = self._send_parent()
             opened = [self._open_send(m, parent) for m in messages]
+            # For a single job, spans of the broker's own client library nest under its send span.
+            single = opened[0] if len(opened) == 1 else None
+            token = otel_context.attach(single[1]) if single is not None and single[0].is_recording() else None
             try:
                 done = await call_next([m for _, _, m in opened])
             except BaseException as exc:
@@ -203,6 +175,8 @@ class OtelMiddleware(Middleware):
                     _close_failed_send(span, exc)
                 raise
             finally:
+                if token is not None:
+                    otel_context.detach(token)
                 for span, _, _ in opened:
                     span.end()
             if self._metered or self._metering():
