@@ -34,6 +34,7 @@ __all__ = ["Lanes", "lanes_for"]
 
 _BACKOFF_BASE, _BACKOFF_CAP = 0.01, 1.0
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+_BACKED_UP = 64 * 1024
 
 
 class Lanes:
@@ -58,7 +59,7 @@ class Lanes:
                 failures = 0
                 while True:
                     try:
-                        await conn.send_packed_command(self._pack(conn, args))
+                        await _send(conn, self._pack(conn, args))
                         return await conn.read_response()
                     except _RETRYABLE:
                         # The command may or may not have run; scripts are written to be replayed.
@@ -81,6 +82,30 @@ class Lanes:
             await conn.disconnect()
         self._idle.clear()
         self._made.clear()
+
+
+async def _send(conn: Any, packed: Any) -> None:
+    """Write a packed command; wait for the socket only when its buffer is backed up.
+
+    redis-py wraps every write in ``asyncio.wait_for`` (a task per command); a connected
+    socket with room in its buffer needs no waiting at all. Anything unusual (not connected,
+    health checks on, a redis-py without a stream writer) takes redis-py's own path.
+    """
+    writer = getattr(conn, "_writer", None)
+    if writer is None or not conn.is_connected or conn.health_check_interval:
+        await conn.send_packed_command(packed)
+        return
+    if isinstance(packed, bytes):
+        writer.write(packed)
+    else:
+        writer.writelines(packed)
+    if writer.transport.get_write_buffer_size() > _BACKED_UP:
+        try:
+            await asyncio.wait_for(writer.drain(), conn.socket_timeout)
+        except TimeoutError:
+            await conn.disconnect(nowait=True)
+            msg = "Timeout writing to socket"
+            raise RedisTimeoutError(msg) from None
 
 
 def _pack_hiredis(conn: Any, args: tuple[Any, ...]) -> Any:

@@ -26,8 +26,9 @@ end
 
 -- Tell one idle worker blocked on the wake list that there is work; at most one token waits.
 local function wake(key)
-  redis.call('RPUSH', key, 1)
-  redis.call('LTRIM', key, 0, 0)
+  if redis.call('LLEN', key) == 0 then
+    redis.call('RPUSH', key, 1)
+  end
 end
 
 -- A message's entry in the meta hash is "<deliveries> <token>": how many times its current
