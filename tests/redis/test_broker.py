@@ -184,3 +184,19 @@ async def test_a_client_with_a_short_socket_timeout_blocks_less(redis_server, pr
     assert await broker.fetch(Q, 1, timeout=1.0) == []
     await broker.close()
     await client.aclose()
+
+
+async def test_connections_killed_by_the_server_are_opened_again(redis_server, prefix: str) -> None:
+    broker = RedisBroker.from_url(redis_server.url, prefix=prefix, visibility_timeout=5)
+    admin = redis.Redis.from_url(redis_server.url)
+    await broker.enqueue(Q, [Envelope("before", b"1")])
+    # Drop every connection but this one, as a proxy restart or a network blip would.
+    assert await admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    await broker.enqueue(Q, [Envelope("after", b"2")])
+    got = await fetch_all(broker, 2)
+    assert [d.id for d in got] == ["before", "after"]
+    await admin.client_kill_filter(_type="normal", skipme=True)
+    await broker.ack(Q, got)
+    assert await broker.stats(Q) == QueueStats(0, 0, 0)
+    await broker.close()
+    await admin.aclose()

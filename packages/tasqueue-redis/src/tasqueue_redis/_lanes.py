@@ -106,6 +106,10 @@ async def _send(conn: Any, packed: Any) -> None:
             await conn.disconnect(nowait=True)
             msg = "Timeout writing to socket"
             raise RedisTimeoutError(msg) from None
+        except BaseException:
+            # Cancelled (or failed) with part of the command unsent: the connection is unusable.
+            await conn.disconnect(nowait=True)
+            raise
 
 
 def _pack_hiredis(conn: Any, args: tuple[Any, ...]) -> Any:
