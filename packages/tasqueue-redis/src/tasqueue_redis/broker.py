@@ -230,7 +230,8 @@ class RedisBroker:
     async def _block_for_work(self, queue: str, keys: _Keys, seconds: float) -> None:
         """Wait on the wake list until an enqueue (or a nack) pushes a token, or ``seconds`` pass."""
         try:
-            await self._exec("BLPOP", keys.wake, f"{seconds:.3f}")
+            # Never "0": for BLPOP that means forever.
+            await self._exec("BLPOP", keys.wake, f"{max(seconds, 0.001):.3f}")
         except RedisError as exc:
             msg = f"could not wait for work on queue {queue!r}: {exc}"
             raise BrokerError(msg) from exc

@@ -38,6 +38,7 @@ _HEADER = 16
 _UNVERSIONED = b"-000000000000001"
 _MAX_VERSION = 2**53
 _SAME: Final[Any] = object()
+_CHUNK = 1000
 
 
 def _header(version: int | None) -> bytes:
@@ -167,6 +168,14 @@ class RedisResults:
     ) -> list[bool]:
         if not (writes or success or failed):
             return []
+        if len(writes) > _CHUNK and not self._cluster:
+            # Keep each script call short: Redis runs nothing else while a script runs.
+            done: list[bool] = []
+            for start in range(0, len(writes), _CHUNK):
+                last = start + _CHUNK >= len(writes)
+                part = writes[start : start + _CHUNK]
+                done += await self.set_many(part, success=success if last else (), failed=failed if last else ())
+            return done
         if len(writes) == 1 and not (success or failed or self._cluster) and (writes[0].version or 0) == 0:
             # One plain or "only if absent" write (every enqueue makes one): a bare SET costs Redis
             # a fraction of a script call. A refused SET NX may still be a win over an
