@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import subprocess
 import sys
@@ -229,3 +230,22 @@ async def test_a_redis_error_is_wrapped_with_its_cause(redis_broker: RedisBroker
         await results.get("k")
     with pytest.raises(NotFoundError):
         await results.get("absent")
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_one_broker_used_from_two_event_loops(redis_server, prefix: str) -> None:
+    # asyncio.run twice, or a sync facade's thread: each loop gets connections of its own. (The
+    # sockets of a loop that asyncio.run closed cannot be closed cleanly afterwards, whence the
+    # ResourceWarnings this test ignores and collects here rather than in a later test.)
+    broker = RedisBroker.from_url(redis_server.url, prefix=prefix, visibility_timeout=5)
+    asyncio.run(broker.enqueue("q", [Envelope("a", b"1")]))
+    got = asyncio.run(broker.fetch("q", 1, timeout=2))
+    assert [d.id for d in got] == ["a"]
+
+    async def finish() -> None:
+        await broker.ack("q", got)
+        assert await broker.get_pending("q") == []
+        await broker.close()
+
+    asyncio.run(finish())
+    gc.collect()

@@ -47,12 +47,14 @@ class Lanes:
         self._made: list[Any] = []
         self._limit = max_connections
         self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._pack: Callable[[Any, tuple[Any, ...]], Any] = _pack_hiredis if _hiredis_pack is not None else _pack_python
 
     async def execute(self, *args: Any) -> Any:
         """Send ``args`` as one command and return the parsed reply (raising an error reply)."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self._limit)
+        if asyncio.get_running_loop() is not self._loop or self._slots is None:
+            self._switch_loop()
+        assert self._slots is not None
         async with self._slots:
             conn = self._idle.pop() if self._idle else self._make()
             try:
@@ -72,16 +74,28 @@ class Lanes:
             finally:
                 self._idle.append(conn)
 
+    def _switch_loop(self) -> None:
+        """Start over on a new event loop (a connection's streams belong to the loop that opened it).
+
+        Used from a second loop (``asyncio.run`` twice, or a sync facade's thread), the old
+        loop's connections are set aside and closed in ``close()``.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._slots = asyncio.Semaphore(self._limit)
+        self._idle = []
+
     def _make(self) -> Any:
         conn = self._pool.make_connection()
         self._made.append(conn)
         return conn
 
     async def close(self) -> None:
-        for conn in self._made:
-            await conn.disconnect()
-        self._idle.clear()
-        self._made.clear()
+        made, self._made, self._idle = self._made, [], []
+        for conn in made:
+            try:
+                await conn.disconnect(nowait=True)
+            except Exception:  # noqa: S112 - a connection of a loop that is gone has nothing left to close
+                continue
 
 
 async def _send(conn: Any, packed: Any) -> None:
