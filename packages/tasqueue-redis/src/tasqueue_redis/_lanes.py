@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -37,26 +38,39 @@ _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _BACKED_UP = 64 * 1024
 
 
+class _LoopLanes:
+    """The idle connections of one event loop (a connection's streams belong to the loop that opened it)."""
+
+    __slots__ = ("idle", "slots")
+
+    def __init__(self, limit: int) -> None:
+        self.idle: list[Any] = []
+        self.slots = asyncio.Semaphore(limit)
+
+
 class Lanes:
-    """Send one command at a time per connection, on connections made by ``pool``."""
+    """Send one command at a time per connection, on connections made by ``pool``.
+
+    Each event loop that uses it (``asyncio.run`` twice, a sync facade's thread) gets idle
+    connections and a connection limit of its own.
+    """
 
     def __init__(self, pool: Any, *, retries: int, max_connections: int) -> None:
         self._pool = pool
         self._retries = retries
-        self._idle: list[Any] = []
         self._made: list[Any] = []
         self._limit = max_connections
-        self._slots: asyncio.Semaphore | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopLanes] = weakref.WeakKeyDictionary()
         self._pack: Callable[[Any, tuple[Any, ...]], Any] = _pack_hiredis if _hiredis_pack is not None else _pack_python
 
     async def execute(self, *args: Any) -> Any:
         """Send ``args`` as one command and return the parsed reply (raising an error reply)."""
-        if asyncio.get_running_loop() is not self._loop or self._slots is None:
-            self._switch_loop()
-        assert self._slots is not None
-        async with self._slots:
-            conn = self._idle.pop() if self._idle else self._make()
+        loop = asyncio.get_running_loop()
+        lanes = self._loops.get(loop)
+        if lanes is None:
+            lanes = self._loops[loop] = _LoopLanes(self._limit)
+        async with lanes.slots:
+            conn = lanes.idle.pop() if lanes.idle else self._make()
             try:
                 failures = 0
                 while True:
@@ -72,17 +86,7 @@ class Lanes:
                         cap = min(_BACKOFF_CAP, _BACKOFF_BASE * 2**failures)
                         await asyncio.sleep(random.uniform(cap / 2, cap))
             finally:
-                self._idle.append(conn)
-
-    def _switch_loop(self) -> None:
-        """Start over on a new event loop (a connection's streams belong to the loop that opened it).
-
-        Used from a second loop (``asyncio.run`` twice, or a sync facade's thread), the old
-        loop's connections are set aside and closed in ``close()``.
-        """
-        self._loop = asyncio.get_running_loop()
-        self._slots = asyncio.Semaphore(self._limit)
-        self._idle = []
+                lanes.idle.append(conn)
 
     def _make(self) -> Any:
         conn = self._pool.make_connection()
@@ -90,7 +94,8 @@ class Lanes:
         return conn
 
     async def close(self) -> None:
-        made, self._made, self._idle = self._made, [], []
+        made, self._made = self._made, []
+        self._loops.clear()
         for conn in made:
             try:
                 await conn.disconnect(nowait=True)
