@@ -473,3 +473,64 @@ async def test_a_task_no_worker_knows_fails_after_being_passed_on() -> None:
     assert done.status is JobStatus.FAILED
     assert done.prev_err == "UnknownTaskError: no worker took task 'unknown' within 0.3s (this one has: known)"
     assert done.stalls == 0  # passing a job on is not a worker dying
+
+
+@pytest.mark.asyncio
+async def test_a_failed_publish_of_a_new_job_leaves_no_record_either() -> None:
+    # Jobs with ids tasqueue makes up are stored and published at once; a failed publish still
+    # takes the stored record back.
+    results = MemoryResults()
+    srv = make_server(broker=FailingBroker(), results=results)
+    with pytest.raises(BrokerError, match="broker is down"):
+        await srv.enqueue(Job("t", b""))
+    with pytest.raises(BrokerError):
+        await srv.enqueue_many([Job("t", b""), Job("t", b"")])
+    assert not any(key.startswith("job:") for key in results._data)
+
+
+class RefusingResults(MemoryResults):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse = True
+
+    async def set_many(self, writes: Sequence[Write], *, success: Sequence[str] = (), failed: Sequence[str] = ()) -> list[bool]:
+        if self.refuse:
+            msg = "results store unavailable"
+            raise ConnectionError(msg)
+        return await super().set_many(writes, success=success, failed=failed)
+
+
+@pytest.mark.asyncio
+async def test_a_published_job_whose_record_failed_still_runs_and_is_recorded(caplog: pytest.LogCaptureFixture) -> None:
+    results = RefusingResults()
+    srv = make_server(results=results)
+
+    @srv.task("t")
+    async def t(payload: bytes, ctx: JobCtx) -> bytes:
+        return b"ran"
+
+    job_id = await srv.enqueue(Job("t", b""))  # not raised: the broker has it, a retry would duplicate it
+    assert "could not store their records" in caplog.text
+    with pytest.raises(NotFoundError):
+        await srv.get_job(job_id)
+    results.refuse = False
+    async with running(srv):
+        done = await srv.wait(job_id, timeout=10)
+    assert done.status is JobStatus.SUCCESSFUL
+    assert await srv.get_result(job_id) == b"ran"
+
+
+@pytest.mark.asyncio
+async def test_derived_ids_are_written_into_the_job_options() -> None:
+    srv = make_server()
+
+    @srv.task("parent")
+    async def parent(payload: bytes, ctx: JobCtx) -> None:
+        return None
+
+    job_id = await srv.enqueue(Job("parent", b"", on_success=(Job("child", b""),)))
+    assert (await srv.get_job(job_id)).job.opts.id is None  # made up by tasqueue
+    async with running(srv):
+        (child_id,) = (await srv.wait(job_id, timeout=10)).on_success_ids
+    child = await srv.get_job(child_id)
+    assert child.job.opts.id == child_id  # derived: an idempotency key, checked before publishing

@@ -232,9 +232,16 @@ class Server:
         prev_job_result: bytes | None = None,
         schedule_id: str = "",
     ) -> JobMessage:
-        """The message a new job starts life as."""
+        """The message a new job starts life as.
+
+        ``id`` (a follow-up's or a cron run's derived id) is also written into the job's options,
+        so that ``job.opts.id is None`` exactly when tasqueue made the id up.
+        """
         opts = job.opts
-        job_id = id or opts.id or new_id()
+        if id is not None and opts.id != id:
+            opts = msgspec.structs.replace(opts, id=id)
+            job = msgspec.structs.replace(job, opts=opts)
+        job_id = opts.id or new_id()
         now = datetime.now(UTC)
         if opts.schedule and not schedule_id:
             # A new schedule: its first run comes at the first fire time (not before any eta).
@@ -275,7 +282,12 @@ class Server:
         return self._message(job, id=derived_id(run.schedule_id, "run", at.isoformat()), schedule_id=run.schedule_id)
 
     async def _store_and_publish(self, messages: Sequence[JobMessage]) -> list[str]:
-        """Store each message as ``queued`` unless its id exists, then publish what was stored.
+        """Store each message as ``queued`` and publish it; return the ids.
+
+        Ids that tasqueue generated cannot be stored already, so their records and their publish
+        go out at once (one round trip of waiting, not two). An id given by the caller, or
+        derived (follow-ups, cron runs), is an idempotency key: it is stored first, and an id
+        already stored is not published again (see ``_store_then_publish``).
 
         If publishing fails, the records just written are deleted again, so no ``queued`` job
         is left behind that no broker holds.
@@ -287,6 +299,40 @@ class Server:
         writes += [
             Write(schedule_key(m.id), d, persist=True) for m, d in zip(messages, data, strict=True) if m.schedule_id == m.id
         ]
+        if all(m.job.opts.id is None for m in messages):
+            await self._store_and_publish_new(messages, data, writes)
+        else:
+            await self._store_then_publish(messages, data, writes)
+        return [m.id for m in messages]
+
+    async def _store_and_publish_new(self, messages: Sequence[JobMessage], data: list[bytes], writes: list[Write]) -> None:
+        # A worker may run a job before its "queued" record lands: that write is "only if
+        # absent", so it never overwrites what the worker recorded.
+        publishing = asyncio.create_task(self._publish(messages, data))
+        stored: Exception | None = None
+        try:
+            await self.results.set_many(writes)
+        except asyncio.CancelledError:
+            publishing.cancel()
+            raise
+        except Exception as exc:  # the publish decides the outcome; see below
+            stored = exc
+        try:
+            await publishing
+        except BaseException:
+            if stored is None:
+                await asyncio.shield(self._forget([m.id for m in messages]))
+            raise
+        if stored is not None:
+            # The broker has the jobs and they will run; raising would invite the caller to
+            # enqueue them again. Their status appears once a worker records it.
+            self.log.error(
+                "enqueued %d job(s) but could not store their records (%s); their status appears when a worker runs them",
+                len(messages),
+                stored,
+            )
+
+    async def _store_then_publish(self, messages: Sequence[JobMessage], data: list[bytes], writes: list[Write]) -> None:
         written = await self.results.set_many(writes)
         fresh = [m.id for m, ok in zip(messages, written, strict=False) if ok]
         # An id that exists is someone's earlier enqueue. If that one still says queued, its
@@ -299,24 +345,30 @@ class Server:
                 if raw is not None and _status_of(raw) is JobStatus.QUEUED:
                     republish.add(m.id)
             self.log.debug("enqueue skipped %d job(s) whose id already exists", len(dupes) - len(republish))
+        chosen = [(m, d) for m, d, ok in zip(messages, data, written, strict=False) if ok or m.id in republish]
+        try:
+            await self._publish([m for m, _ in chosen], [d for _, d in chosen])
+        except BaseException:
+            if fresh:
+                await asyncio.shield(self._forget(fresh))
+            raise
+
+    async def _publish(self, messages: Sequence[JobMessage], data: Sequence[bytes]) -> None:
+        """Publish encoded messages to their queues, each held until its ``eta``."""
         by_queue: dict[str, list[Envelope]] = {}
         now = datetime.now(UTC)
-        for m, d, ok in zip(messages, data, written, strict=False):
-            if ok or m.id in republish:
-                eta = m.job.opts.eta
-                delay = (eta - now).total_seconds() if eta is not None else 0.0
-                by_queue.setdefault(m.queue, []).append(Envelope(m.id, d, max(delay, 0.0)))
+        for m, d in zip(messages, data, strict=True):
+            eta = m.job.opts.eta
+            delay = (eta - now).total_seconds() if eta is not None else 0.0
+            by_queue.setdefault(m.queue, []).append(Envelope(m.id, d, max(delay, 0.0)))
         try:
             for queue, envelopes in by_queue.items():
                 await self.broker.enqueue(queue, envelopes)
-        except BaseException as exc:
-            if fresh:
-                await asyncio.shield(self._forget(fresh))
-            if isinstance(exc, TasqueueError) or not isinstance(exc, Exception):
-                raise
+        except TasqueueError:
+            raise
+        except Exception as exc:
             msg = f"could not publish {len(messages)} job(s): {exc}"
             raise BrokerError(msg) from exc
-        return [m.id for m in messages]
 
     async def _forget(self, ids: list[str]) -> None:
         try:
