@@ -534,3 +534,46 @@ async def test_derived_ids_are_written_into_the_job_options() -> None:
         (child_id,) = (await srv.wait(job_id, timeout=10)).on_success_ids
     child = await srv.get_job(child_id)
     assert child.job.opts.id == child_id  # derived: an idempotency key, checked before publishing
+
+
+class FailsOnce(MemoryBroker):
+    """Refuses the first publish to one queue, as a broker that blips would."""
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(visibility_timeout=0.5)
+        self.queue = queue
+        self.refused = 0
+
+    async def enqueue(self, queue: str, envelopes: Sequence[Envelope]) -> None:
+        if queue == self.queue and not self.refused:
+            self.refused += 1
+            msg = "blip"
+            raise ConnectionError(msg)
+        await super().enqueue(queue, envelopes)
+
+
+@pytest.mark.asyncio
+async def test_follow_ups_that_cannot_be_published_make_the_parent_run_again() -> None:
+    broker = FailsOnce("children")
+    srv = make_server(broker=broker)
+    parents: list[int] = []
+    children: list[bytes | None] = []
+
+    @srv.task("parent")
+    async def parent(payload: bytes, ctx: JobCtx) -> bytes:
+        parents.append(ctx.meta.retried)
+        return b"from-parent"
+
+    @srv.task("child", queue="children")
+    async def child(payload: bytes, ctx: JobCtx) -> None:
+        children.append(ctx.meta.prev_job_result)
+
+    job_id = await srv.enqueue(Job("parent", b"", on_success=(Job("child", b"", JobOpts(queue="children")),) * 2))
+    async with running(srv):
+        done = await srv.wait(job_id, timeout=10)
+        for child_id in done.on_success_ids:
+            await srv.wait(child_id, timeout=10)
+    assert broker.refused == 1
+    assert parents == [0, 0]  # run again, not counted as a failed attempt
+    assert children == [b"from-parent", b"from-parent"]  # each follow-up ran once
+    assert done.status is JobStatus.SUCCESSFUL and len(done.on_success_ids) == 2

@@ -6,6 +6,8 @@ task per job (``Worker._run``). A run's outcome is never written inline: it goes
 and then acks (or gives back) their deliveries. So the results store always sees an outcome
 before the broker forgets the job, the hot path costs two round trips per batch rather than
 per job, and a handler's slot is free for the next job while the previous outcome is written.
+The follow-up jobs of every job finishing meanwhile (``on_success``/``on_error``, the next job
+of a chain) are published in the same batch, before the outcomes of their parents are written.
 A heartbeat renews the leases of everything in flight, so a long job is never taken by
 another worker while this one lives.
 """
@@ -37,7 +39,7 @@ from tasqueue.broker import Delivery
 from tasqueue.errors import JobTimeoutError, UnknownTaskError
 from tasqueue.jobs import Job
 from tasqueue.messages import JobMessage, JobStatus
-from tasqueue.middleware import compose_process
+from tasqueue.middleware import compose_enqueue, compose_process
 from tasqueue.results import Write
 from tasqueue.tasks import AsyncHandler, JobCtx, SyncHandler, call_maybe_async
 
@@ -55,7 +57,7 @@ _RETRY_MIN, _RETRY_MAX = 0.05, 5.0
 class _Run:
     """One job in flight: its delivery and why its task may be cancelled."""
 
-    __slots__ = ("ctx", "delivery", "lost", "queue", "released")
+    __slots__ = ("ctx", "delivery", "lost", "queue", "released", "settling")
 
     def __init__(self, queue: str, delivery: Delivery) -> None:
         self.queue = queue
@@ -63,6 +65,7 @@ class _Run:
         self.ctx: JobCtx | None = None
         self.lost = False  # the broker gave the lease away: leave the job to whoever has it
         self.released = False  # shutdown cut it short: hand it back, never mark it successful
+        self.settling = False  # the handler is done; its follow-ups are being published
 
 
 class _Outcome:
@@ -88,6 +91,7 @@ class _Settler:
         self._failed: list[str] = []
         self._outcomes: list[_Outcome] = []
         self._in_flight: list[_Outcome] = []
+        self._follow_ups: list[tuple[Sequence[JobMessage], asyncio.Future[list[str]]]] = []
         self._wakeup = asyncio.Event()
         self._closing = False
         self.pending: dict[str, int] = {}
@@ -114,6 +118,13 @@ class _Settler:
         self.pending[outcome.queue] = self.pending.get(outcome.queue, 0) + 1
         self._wakeup.set()
 
+    def enqueue(self, messages: Sequence[JobMessage]) -> asyncio.Future[list[str]]:
+        """Queue follow-up jobs to publish with the next batch; the future gets their ids."""
+        done: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._follow_ups.append((messages, done))
+        self._wakeup.set()
+        return done
+
     def deliveries(self) -> list[tuple[str, Delivery]]:
         """Deliveries whose outcome is not settled yet: their leases still need renewing."""
         return [(o.queue, o.delivery) for o in (*self._outcomes, *self._in_flight)]
@@ -124,7 +135,7 @@ class _Settler:
             await self._wakeup.wait()
             self._wakeup.clear()
             await self.flush()
-            if self._closing and not (self._writes or self._outcomes):
+            if self._closing and not (self._writes or self._outcomes or self._follow_ups):
                 return
 
     def close(self) -> None:
@@ -132,7 +143,9 @@ class _Settler:
         self._wakeup.set()
 
     async def flush(self) -> None:
-        """Write everything queued so far, then settle; retries writes until they succeed."""
+        """Publish follow-ups, write everything queued so far, then settle; retries writes until they succeed."""
+        if self._follow_ups:
+            await self._publish_follow_ups()
         if not (self._writes or self._success or self._failed or self._outcomes):
             return
         writes, success, failed = list(self._writes.values()), self._success, self._failed
@@ -170,6 +183,21 @@ class _Settler:
                 self.pending[o.queue] -= 1
                 worker.slot_freed(o.queue)
 
+    async def _publish_follow_ups(self) -> None:
+        batch, self._follow_ups = self._follow_ups, []
+        messages = [m for part, _ in batch for m in part]
+        try:
+            await self._worker.server._store_and_publish(messages)
+        except Exception as exc:
+            # Each parent is given back to run again later (follow-up ids are stable).
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+        else:
+            for part, done in batch:
+                if not done.done():
+                    done.set_result([m.id for m in part])
+
 
 class Worker:
     """Consumes every queue that has a registered task, until stopped."""
@@ -183,8 +211,11 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._process = compose_process(server.middleware, self._call_handler)
         self._settler = _Settler(self)
+        # Follow-ups pass the same enqueue middleware, but are stored and published by the settler.
+        self._enqueue_follow = compose_enqueue(server.middleware, self._settler.enqueue)
         self._runs: dict[asyncio.Task[None], _Run] = {}
         self._running: dict[str, int] = dict.fromkeys(server.queues, 0)
+        self._settling: dict[str, int] = dict.fromkeys(server.queues, 0)  # runs waiting for their follow-ups
         self._slot_events: dict[str, asyncio.Event] = {q: asyncio.Event() for q in server.queues}
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -265,7 +296,8 @@ class Worker:
 
     def _release_all(self) -> None:
         for task, run in self._runs.items():
-            if not run.released:
+            # A settling run only waits for its follow-ups, which the settler publishes on the way out.
+            if not run.released and not run.settling:
                 run.released = True
                 if run.ctx is not None:
                     run.ctx._cancel()
@@ -285,7 +317,7 @@ class Worker:
         delay = _RETRY_MIN
         while True:
             free = concurrency - self._running[queue]
-            if free <= 0 or pending.get(queue, 0) >= settle_limit:
+            if free <= 0 or pending.get(queue, 0) + self._settling[queue] >= settle_limit:
                 freed.clear()
                 await freed.wait()
                 continue
@@ -306,7 +338,10 @@ class Worker:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         run = self._runs.pop(task)
-        self._running[run.queue] -= 1
+        if run.settling:
+            self._settling[run.queue] -= 1
+        else:
+            self._running[run.queue] -= 1
         self._slot_events[run.queue].set()
         if not task.cancelled() and task.exception() is not None:
             self.log.error("internal error handling job %s", run.delivery.id, exc_info=task.exception())
@@ -332,7 +367,7 @@ class Worker:
     def _lost(self, lost: list[Delivery]) -> None:
         gone = {id(d) for d in lost}
         for task, run in self._runs.items():
-            if id(run.delivery) in gone:
+            if id(run.delivery) in gone and not run.settling:
                 self.log.warning("lost the lease on job %s (another worker may run it); cancelling this run", run.delivery.id)
                 run.lost = True
                 if run.ctx is not None:
@@ -476,8 +511,13 @@ class Worker:
         self._settler.settle(_Outcome(run.queue, run.delivery), [write], failed=msg.id)
 
     async def _enqueue_follow_ups(self, run: _Run, msg: JobMessage, follow: list[JobMessage]) -> bool:
+        # The handler is done: its slot goes to the next job while the follow-ups are published.
+        run.settling = True
+        self._running[run.queue] -= 1
+        self._settling[run.queue] += 1
+        self._slot_events[run.queue].set()
         try:
-            await self.server._enqueue_messages(follow)
+            await self._enqueue_follow(follow)
         except Exception:
             # The outcome cannot be recorded without its follow-ups: give the job back to be
             # run again later. Follow-up ids are stable, so none is enqueued twice.
