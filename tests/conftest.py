@@ -1,124 +1,13 @@
-"""Throwaway servers for the tests: real ``redis-server`` processes on free loopback ports.
-
-Tests never touch the machine's own services (6379, 4222): every server here is started by the
-fixtures, in a temporary directory, and killed afterwards, so that fault tests can kill, pause
-and restart them. Without the binary the tests that need it skip locally and fail under CI
-(``CI`` set in the environment), where a missing server means a broken setup.
-"""
+"""Session-wide fixtures: throwaway redis-server processes (see ``servers.py``)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-IN_CI = bool(os.environ.get("CI"))
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def need_binary(name: str, hint: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not on PATH ({hint})"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            msg = f"server on port {port} exited with {proc.returncode} while starting"
-            raise RuntimeError(msg)
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)  # a process is starting: nothing to wait on but the port
-    msg = f"server on port {port} did not start within {timeout}s"
-    raise RuntimeError(msg)
-
-
-class RedisServer:
-    """A ``redis-server`` child process that a test can kill, pause and restart.
-
-    ``appendonly`` keeps data across a restart (same directory, same port), as production
-    setups that must not lose jobs do.
-    """
-
-    def __init__(self, directory: Path, *, appendonly: bool = False, extra: tuple[str, ...] = ()) -> None:
-        self.binary = need_binary("redis-server", "apt-get install redis-server")
-        self.directory = directory
-        self.port = free_port()
-        self.appendonly = appendonly
-        self.extra = extra
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        args = [
-            self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.directory),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
-            "--maxmemory-policy", "noeviction",
-            "--logfile", str(self.directory / "redis.log"),
-            *self.extra,
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for_port(self.port, self.proc)
-
-    def kill(self) -> None:
-        """SIGKILL: what a crash or the OOM killer does."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+from servers import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +22,7 @@ from typing import Any, NamedTuple
 import pytest
 import pytest_asyncio
 
+from servers import free_port, need_binary, wait_for_port
 from tasqueue.results import Results
 from tasqueue.testing import ResultsFactory
 from tasqueue_redis import RedisBroker, RedisResults
@@ -93,7 +92,7 @@ class RedisCluster:
             self.procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             self.ports.append(port)
         for port, proc in zip(self.ports, self.procs, strict=True):
-            _wait_for_port(port, proc)
+            wait_for_port(port, proc)
         addresses = [f"127.0.0.1:{p}" for p in self.ports]
         subprocess.run(
             [self.cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
@@ -133,21 +132,6 @@ class RedisCluster:
                 proc.wait()
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            msg = f"redis-server on port {port} exited with {proc.returncode} while starting"
-            raise RuntimeError(msg)
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)  # the process is starting; nothing to block on but the port
-    msg = f"redis-server on port {port} did not start within {timeout}s"
-    raise RuntimeError(msg)
-
-
 def _cluster_port() -> int:
     """A free port whose cluster bus port (port + 10000) is free too."""
     while True:
@@ -160,23 +144,6 @@ def _cluster_port() -> int:
         except OSError:
             continue
         return port
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def need_binary(name: str, hint: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not on PATH ({hint})"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @pytest.fixture(scope="session")

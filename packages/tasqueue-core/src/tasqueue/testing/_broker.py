@@ -8,7 +8,7 @@ import os
 import pytest
 
 from tasqueue.broker import Broker, Delivery, Envelope
-from tasqueue.testing._common import Capabilities
+from tasqueue.testing._common import BrokerFixture
 
 Q = "tasqueue:conformance"
 OTHER = "tasqueue:conformance-other"
@@ -28,16 +28,8 @@ async def _fetch_all(broker: Broker, queue: str, count: int, *, timeout: float =
 
 
 @pytest.mark.asyncio
-class BrokerSuite:
+class BrokerSuite(BrokerFixture):
     """Subclass and override the ``broker`` fixture (see ``tasqueue.testing``)."""
-
-    capabilities = Capabilities()
-
-    @pytest.fixture
-    def broker(self) -> Broker:
-        """Yield an empty, connected broker with a short ``visibility_timeout`` (about 1 s)."""
-        msg = "override the `broker` fixture: yield an empty, connected broker with visibility_timeout ~1s"
-        raise NotImplementedError(msg)
 
     async def test_starts_empty(self, broker: Broker) -> None:
         # Sentinel: a fixture that leaks messages between tests makes every other test unreliable.

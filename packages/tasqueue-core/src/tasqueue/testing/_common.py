@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, overload
 
 import pytest
+import pytest_asyncio
 
+from tasqueue.broker import Broker
 from tasqueue.results import Results
 from tasqueue.server import Server
 
@@ -45,8 +47,38 @@ class ResultsFactory(Protocol):
     def __call__(self, *, expiry: float | None = 60.0) -> Awaitable[Results]: ...
 
 
+class BrokerFixture:
+    """The ``broker`` fixture a backend's suite class overrides."""
+
+    capabilities = Capabilities()
+
+    @pytest.fixture
+    def broker(self) -> Broker:
+        """Yield an empty, connected broker with a short ``visibility_timeout`` (about 1 s)."""
+        msg = "override the `broker` fixture: yield an empty, connected broker with visibility_timeout ~1s"
+        raise NotImplementedError(msg)
+
+
+class ResultsFixtures:
+    """The ``results_factory`` fixture a backend's suite class overrides, and ``results`` made by it."""
+
+    capabilities = Capabilities()
+
+    @pytest.fixture
+    def results_factory(self) -> ResultsFactory:
+        """Yield ``async make(*, expiry)`` building empty, connected stores; close them afterwards."""
+        msg = "override the `results_factory` fixture: yield an async callable make(*, expiry) -> empty Results"
+        raise NotImplementedError(msg)
+
+    @pytest_asyncio.fixture
+    async def results(self, results_factory: ResultsFactory) -> Results:
+        return await results_factory()
+
+
 @overload
 async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = ..., every: float = ...) -> T: ...
+
+
 @overload
 async def eventually(check: Callable[[], T | None], *, timeout: float = ..., every: float = ...) -> T: ...
 async def eventually(check: Callable[[], Any], *, timeout: float = 10.0, every: float = 0.02) -> Any:

@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import pytest_asyncio
 
 from tasqueue.errors import NotFoundError
 from tasqueue.results import Results, Write
-from tasqueue.testing._common import Capabilities, ResultsFactory, eventually
+from tasqueue.testing._common import ResultsFactory, ResultsFixtures, eventually
 
 
 @pytest.mark.asyncio
-class ResultsSuite:
+class ResultsSuite(ResultsFixtures):
     """Subclass and override the ``results_factory`` fixture (see ``tasqueue.testing``)."""
-
-    capabilities = Capabilities()
-
-    @pytest.fixture
-    def results_factory(self) -> ResultsFactory:
-        """Yield ``async make(*, expiry)`` building empty, connected stores; close them afterwards."""
-        msg = "override the `results_factory` fixture: yield an async callable make(*, expiry) -> empty Results"
-        raise NotImplementedError(msg)
-
-    @pytest_asyncio.fixture
-    async def results(self, results_factory: ResultsFactory) -> Results:
-        return await results_factory()
 
     async def test_starts_empty(self, results: Results) -> None:
         # Sentinel: a fixture that leaks state between tests makes every other test unreliable.

@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 
 import msgspec
 import pytest
-import pytest_asyncio
 
 from tasqueue._codec import decode_job, encode
 from tasqueue.broker import Broker, Envelope
@@ -19,32 +18,14 @@ from tasqueue.messages import ChainMessage, GroupMessage, JobStatus
 from tasqueue.results import Results
 from tasqueue.server import Server
 from tasqueue.tasks import JobCtx, TaskOpts
-from tasqueue.testing._common import Capabilities, ResultsFactory, eventually, running
+from tasqueue.testing._common import BrokerFixture, ResultsFixtures, eventually, running
 
 FAST = Backoff(initial=0.01, max=0.05)
 
 
 @pytest.mark.asyncio
-class ServerSuite:
+class ServerSuite(BrokerFixture, ResultsFixtures):
     """Subclass and override the ``broker`` and ``results_factory`` fixtures (see ``tasqueue.testing``)."""
-
-    capabilities = Capabilities()
-
-    @pytest.fixture
-    def broker(self) -> Broker:
-        """Yield an empty, connected broker with a short ``visibility_timeout`` (about 1 s)."""
-        msg = "override the `broker` fixture: yield an empty, connected broker with visibility_timeout ~1s"
-        raise NotImplementedError(msg)
-
-    @pytest.fixture
-    def results_factory(self) -> ResultsFactory:
-        """Yield ``async make(*, expiry)`` building empty, connected stores."""
-        msg = "override the `results_factory` fixture: yield an async callable make(*, expiry) -> empty Results"
-        raise NotImplementedError(msg)
-
-    @pytest_asyncio.fixture
-    async def results(self, results_factory: ResultsFactory) -> Results:
-        return await results_factory()
 
     @pytest.fixture
     def server(self, broker: Broker, results: Results) -> Server:
