@@ -577,3 +577,78 @@ async def test_follow_ups_that_cannot_be_published_make_the_parent_run_again() -
     assert parents == [0, 0]  # run again, not counted as a failed attempt
     assert children == [b"from-parent", b"from-parent"]  # each follow-up ran once
     assert done.status is JobStatus.SUCCESSFUL and len(done.on_success_ids) == 2
+
+
+class DistantBroker(MemoryBroker):
+    """A memory broker whose fetches take a network round trip, recording what was asked for."""
+
+    def __init__(self, round_trip: float) -> None:
+        super().__init__(visibility_timeout=5)
+        self.round_trip = round_trip
+        self.asked: list[int] = []
+
+    async def fetch(self, queue: str, max_count: int, *, timeout: float) -> list[Delivery]:
+        self.asked.append(max_count)
+        await asyncio.sleep(self.round_trip)  # the wire, not a wait for a condition
+        return await super().fetch(queue, max_count, timeout=timeout)
+
+
+@pytest.mark.asyncio
+async def test_short_jobs_are_prefetched_to_cover_the_fetch_round_trip() -> None:
+    broker = DistantBroker(round_trip=0.02)
+    srv = make_server(broker=broker)
+
+    @srv.task("quick", concurrency=4)
+    async def quick(payload: bytes, ctx: JobCtx) -> None:
+        return None
+
+    ids = await srv.enqueue_many([Job("quick", b"") for _ in range(400)])
+    async with running(srv):
+        await srv.wait(ids[-1], timeout=30)
+    assert max(broker.asked) > 4  # leased beyond the free slots while jobs were finishing fast
+    assert max(broker.asked) <= 8  # and never more than one extra round of the concurrency
+
+
+@pytest.mark.asyncio
+async def test_long_jobs_are_not_hoarded() -> None:
+    broker = DistantBroker(round_trip=0.02)
+    srv = make_server(broker=broker)
+
+    @srv.task("slow", concurrency=2)
+    async def slow(payload: bytes, ctx: JobCtx) -> None:
+        await asyncio.sleep(0.3)  # the work itself
+
+    ids = await srv.enqueue_many([Job("slow", b"") for _ in range(8)])
+    async with running(srv):
+        for job_id in ids:
+            await srv.wait(job_id, timeout=30)
+    assert max(broker.asked) <= 2  # other workers could take what this one cannot start
+
+
+@pytest.mark.asyncio
+async def test_shutdown_hands_prefetched_jobs_back_unstarted() -> None:
+    broker = DistantBroker(round_trip=0.02)
+    srv = make_server(broker=broker)
+    ran: list[str] = []
+
+    @srv.task("quick", concurrency=4)
+    async def quick(payload: bytes, ctx: JobCtx) -> None:
+        ran.append(ctx.meta.id)
+
+    ids = await srv.enqueue_many([Job("quick", b"") for _ in range(2000)])
+    async with running(srv):
+        await eventually(lambda: len(ran) >= 300, timeout=30)
+    queue = broker._queues["tasqueue:tasks"]
+    assert not queue.leased  # nothing left leased to a worker that is gone
+    pending = {decode(p).id for p in await broker.get_pending("tasqueue:tasks")}
+    statuses = {job_id: (await srv.get_job(job_id)) for job_id in ids}
+    done = {i for i, m in statuses.items() if m.status is JobStatus.SUCCESSFUL}
+    assert done | pending == set(ids) and not done & pending  # every job ran once or waits
+    assert all(m.stalls == 0 for m in statuses.values())
+    assert max(broker.asked) > 4  # the scenario did prefetch
+
+
+def decode(data: bytes) -> JobMessage:
+    from tasqueue._codec import decode_job
+
+    return decode_job(data)

@@ -1,15 +1,16 @@
 """The consumer half of a Server: fetch, run, record, settle.
 
-One fetch loop per queue leases up to as many jobs as the queue has free slots and starts a
-task per job (``Worker._run``). A run's outcome is never written inline: it goes to
-``_Settler``, which batches the writes of every job finished meanwhile into one ``set_many``
-and then acks (or gives back) their deliveries. So the results store always sees an outcome
-before the broker forgets the job, the hot path costs two round trips per batch rather than
-per job, and a handler's slot is free for the next job while the previous outcome is written.
-The follow-up jobs of every job finishing meanwhile (``on_success``/``on_error``, the next job
-of a chain) are published in the same batch, before the outcomes of their parents are written.
-A heartbeat renews the leases of everything in flight, so a long job is never taken by
-another worker while this one lives.
+One fetch loop per queue leases up to as many jobs as the queue has free slots, plus a small
+prefetch sized to what finishes during one fetch, and starts a task per job (``Worker._run``).
+A run's outcome is never written inline: it goes to ``_Settler``, which batches the writes of
+every job finished meanwhile into one ``set_many`` and then acks (or gives back) their
+deliveries. So the results store always sees an outcome before the broker forgets the job,
+the hot path costs two round trips per batch rather than per job, and a handler's slot is
+free for the next job while the previous outcome is written. The follow-up jobs of every job
+finishing meanwhile (``on_success``/``on_error``, the next job of a chain) are published in
+the same batch, before the outcomes of their parents are written. A heartbeat renews the
+leases of everything in flight, so a long job is never taken by another worker while this
+one lives.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import contextvars
 import logging
 import signal
+from collections import deque
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -216,6 +218,9 @@ class Worker:
         self._runs: dict[asyncio.Task[None], _Run] = {}
         self._running: dict[str, int] = dict.fromkeys(server.queues, 0)
         self._settling: dict[str, int] = dict.fromkeys(server.queues, 0)  # runs waiting for their follow-ups
+        # Leased deliveries waiting for a slot (the prefetch), and jobs finished per queue.
+        self._buffered: dict[str, deque[Delivery]] = {q: deque() for q in server.queues}
+        self._completed: dict[str, int] = dict.fromkeys(server.queues, 0)
         self._slot_events: dict[str, asyncio.Event] = {q: asyncio.Event() for q in server.queues}
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -265,6 +270,7 @@ class Worker:
             for task in consumers:
                 task.cancel()
             await asyncio.gather(*consumers, return_exceptions=True)
+            await self._hand_back_buffered()
             running = list(self._runs)
             if running and not self._hard_stop:
                 _, pending = await asyncio.wait(running, timeout=self.server.shutdown_timeout)
@@ -294,6 +300,17 @@ class Worker:
             self._stopped.set()
             self.log.info("worker stopped")
 
+    async def _hand_back_buffered(self) -> None:
+        """Give prefetched deliveries that never started back to the broker, for other workers."""
+        for queue, buffer in self._buffered.items():
+            while buffer:
+                d = buffer.pop()  # newest first: each goes to the front, so the oldest ends up first
+                try:
+                    # The same bytes as new data: a delivery that never ran is no worker death.
+                    await self.broker.nack(queue, d, data=d.data)
+                except Exception:
+                    self.log.exception("could not hand back prefetched job %s; it returns when its lease runs out", d.id)
+
     def _release_all(self) -> None:
         for task, run in self._runs.items():
             # A settling run only waits for its follow-ups, which the settler publishes on the way out.
@@ -314,35 +331,62 @@ class Worker:
         # slow or unreachable results store pauses fetching instead of piling up work.
         settle_limit = max(concurrency * 4, 256)
         pending = self._settler.pending
+        buffer = self._buffered[queue]
+        loop = asyncio.get_running_loop()
+        # Prefetch: how many jobs to lease beyond the free slots, so that the slots do not sit idle
+        # while a fetch travels. It is the work that finishes during one fetch (completion rate x
+        # fetch time, doubled for slack), so short jobs get a buffer and long ones none: a worker
+        # busy with long jobs does not hoard what idle workers could run.
+        rate = fetch_time = 0.0
+        last, done_then = loop.time(), 0
         delay = _RETRY_MIN
         while True:
-            free = concurrency - self._running[queue]
-            if free <= 0 or pending.get(queue, 0) + self._settling[queue] >= settle_limit:
+            prefetch = min(concurrency, round(2 * rate * fetch_time))
+            want = concurrency + prefetch - self._running[queue] - len(buffer)
+            if want <= 0 or pending.get(queue, 0) + self._settling[queue] >= settle_limit:
                 freed.clear()
                 await freed.wait()
                 continue
+            started = loop.time()
             try:
-                deliveries = await self.broker.fetch(queue, free, timeout=self.server.fetch_timeout)
+                deliveries = await self.broker.fetch(queue, want, timeout=self.server.fetch_timeout)
             except Exception:
                 self.log.exception("fetching from queue %r failed; retrying in %.2fs", queue, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
                 continue
             delay = _RETRY_MIN
-            self._running[queue] += len(deliveries)
-            for delivery in deliveries:
-                run = _Run(queue, delivery)
-                task = asyncio.create_task(self._run(run))
-                self._runs[task] = run
-                task.add_done_callback(self._done)
+            now = loop.time()
+            if len(deliveries) == want:  # work was waiting: this fetch took one round trip, not a wait
+                fetch_time = 0.8 * fetch_time + 0.2 * (now - started)
+            completed = self._completed[queue]
+            if now > last:
+                rate = 0.8 * rate + 0.2 * (completed - done_then) / (now - last)
+            last, done_then = now, completed
+            buffer.extend(deliveries)
+            self._dispatch(queue, concurrency)
+
+    def _dispatch(self, queue: str, concurrency: int) -> None:
+        """Start buffered deliveries while the queue has free slots."""
+        buffer = self._buffered[queue]
+        while buffer and self._running[queue] < concurrency:
+            run = _Run(queue, buffer.popleft())
+            self._running[queue] += 1
+            task = asyncio.create_task(self._run(run))
+            self._runs[task] = run
+            task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         run = self._runs.pop(task)
+        queue = run.queue
         if run.settling:
-            self._settling[run.queue] -= 1
+            self._settling[queue] -= 1
         else:
-            self._running[run.queue] -= 1
-        self._slot_events[run.queue].set()
+            self._running[queue] -= 1
+            self._completed[queue] += 1
+            if self._buffered[queue] and not self._stop_requested.is_set():
+                self._dispatch(queue, self.server.queues[queue].concurrency)
+        self._slot_events[queue].set()
         if not task.cancelled() and task.exception() is not None:
             self.log.error("internal error handling job %s", run.delivery.id, exc_info=task.exception())
 
@@ -355,6 +399,8 @@ class Worker:
                 by_queue.setdefault(run.queue, []).append(run.delivery)
             for queue, delivery in self._settler.deliveries():
                 by_queue.setdefault(queue, []).append(delivery)
+            for queue, buffer in self._buffered.items():
+                by_queue.setdefault(queue, []).extend(buffer)
             for queue, deliveries in by_queue.items():
                 try:
                     lost = await self.broker.extend(queue, deliveries)
@@ -366,6 +412,11 @@ class Worker:
 
     def _lost(self, lost: list[Delivery]) -> None:
         gone = {id(d) for d in lost}
+        for buffer in self._buffered.values():
+            kept = [d for d in buffer if id(d) not in gone]
+            if len(kept) != len(buffer):
+                buffer.clear()
+                buffer.extend(kept)
         for task, run in self._runs.items():
             if id(run.delivery) in gone and not run.settling:
                 self.log.warning("lost the lease on job %s (another worker may run it); cancelling this run", run.delivery.id)
@@ -514,7 +565,10 @@ class Worker:
         # The handler is done: its slot goes to the next job while the follow-ups are published.
         run.settling = True
         self._running[run.queue] -= 1
+        self._completed[run.queue] += 1
         self._settling[run.queue] += 1
+        if self._buffered[run.queue] and not self._stop_requested.is_set():
+            self._dispatch(run.queue, self.server.queues[run.queue].concurrency)
         self._slot_events[run.queue].set()
         try:
             await self._enqueue_follow(follow)
