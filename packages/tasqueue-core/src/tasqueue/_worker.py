@@ -54,6 +54,7 @@ replace = msgspec.structs.replace
 UNDECODABLE_TASK = "tasqueue:undecodable"
 
 _RETRY_MIN, _RETRY_MAX = 0.05, 5.0
+_RATE_WINDOW = 0.1  # seconds over which a queue's completion rate is measured, for the prefetch
 
 
 class _Run:
@@ -341,7 +342,10 @@ class Worker:
         last, done_then = loop.time(), 0
         delay = _RETRY_MIN
         while True:
-            prefetch = min(concurrency, round(2 * rate * fetch_time))
+            # Below one job per fetch the slots hardly idle (an in-process broker, or slow jobs),
+            # and a small buffer would only fragment the fetches.
+            during = rate * fetch_time
+            prefetch = min(concurrency, int(2 * during)) if during >= 1 else 0
             want = concurrency + prefetch - self._running[queue] - len(buffer)
             if want <= 0 or pending.get(queue, 0) + self._settling[queue] >= settle_limit:
                 freed.clear()
@@ -360,9 +364,9 @@ class Worker:
             if len(deliveries) == want:  # work was waiting: this fetch took one round trip, not a wait
                 fetch_time = 0.8 * fetch_time + 0.2 * (now - started)
             completed = self._completed[queue]
-            if now > last:
-                rate = 0.8 * rate + 0.2 * (completed - done_then) / (now - last)
-            last, done_then = now, completed
+            if now - last >= _RATE_WINDOW:  # short windows would mistake a burst for a rate
+                rate = 0.5 * rate + 0.5 * (completed - done_then) / (now - last)
+                last, done_then = now, completed
             buffer.extend(deliveries)
             self._dispatch(queue, concurrency)
 
