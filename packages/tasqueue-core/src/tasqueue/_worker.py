@@ -210,7 +210,7 @@ class Worker:
         self.broker = server.broker
         self.results = server.results
         self.tasks: dict[str, RegisteredTask] = server.tasks
-        self.log = server.custom_logger or logging.getLogger("tasqueue.worker")
+        self.log = server._logger or logging.getLogger("tasqueue.worker")
         self.loop: asyncio.AbstractEventLoop | None = None
         self._process = compose_process(server.middleware, self._call_handler)
         self._settler = _Settler(self)
@@ -530,7 +530,7 @@ class Worker:
             await self._callback(task.opts.success_cb, ctx)
         children: list[str] = []
         if msg.job.on_success:
-            follow = self.server.follow_ups(msg, msg.job.on_success, "on_success", ctx.saved)
+            follow = self.server._follow_ups(msg, msg.job.on_success, "on_success", ctx.saved)
             if not await self._enqueue_follow_ups(run, msg, follow):
                 return
             children = [m.id for m in follow]
@@ -558,7 +558,7 @@ class Worker:
         if task is not None and task.opts.failed_cb is not None and run.ctx is not None and exc is not None:
             await self._callback(task.opts.failed_cb, run.ctx, exc)
         if msg.job.on_error:
-            follow = self.server.follow_ups(msg, msg.job.on_error, "on_error", None)
+            follow = self.server._follow_ups(msg, msg.job.on_error, "on_error", None)
             if not await self._enqueue_follow_ups(run, msg, follow):
                 return
         final = replace(msg, status=JobStatus.FAILED, prev_err=err)
@@ -651,7 +651,7 @@ class Worker:
             self._settler.settle(_Outcome(run.queue, run.delivery))
             return False
         # Enqueued before running, so a failing or crashing run never ends the schedule.
-        await self.server._enqueue_messages([self.server.next_run(msg)])
+        await self.server._enqueue_messages([self.server._next_run(msg)])
         return True
 
     def _bury(self, run: _Run, exc: BaseException) -> None:

@@ -101,7 +101,7 @@ class Server:
         if max_stalls < 0:
             msg = f"max_stalls must be >= 0, got {max_stalls}"
             raise ValueError(msg)
-        self.custom_logger = logger
+        self._logger = logger
         self.log = logger or logging.getLogger("tasqueue.server")
         self._plugins = PluginHost(plugins, load_entrypoints=load_entrypoints)
         self.broker: Broker = self._plugins.brokers.create(broker) if isinstance(broker, str) else broker
@@ -188,7 +188,7 @@ class Server:
         group_id = group.opts.id or new_id()
         messages = [self._message(job, group_id=group_id) for job in group.jobs]
         doc = GroupMessage(id=group_id, job_status={m.id: JobStatus.QUEUED for m in messages})
-        await self._set(group_key(group_id), encode(doc))
+        await self.results.set(group_key(group_id), encode(doc))
         await self._undo_on_error(self._enqueue_messages(messages), group_key(group_id))
         return group_id
 
@@ -201,7 +201,7 @@ class Server:
             linked = job if linked is None else msgspec.structs.replace(job, on_success=(linked, *job.on_success))
         assert linked is not None  # Chain guarantees at least two jobs
         first = self._message(linked, chain_id=chain_id)
-        await self._set(chain_key(chain_id), encode(ChainMessage(id=chain_id, job_id=first.id)))
+        await self.results.set(chain_key(chain_id), encode(ChainMessage(id=chain_id, job_id=first.id)))
         await self._undo_on_error(self._enqueue_messages([first]), chain_key(chain_id))
         return chain_id
 
@@ -261,7 +261,7 @@ class Server:
             job=job,
         )
 
-    def follow_ups(self, parent: JobMessage, jobs: Sequence[Job], kind: str, result: bytes | None) -> list[JobMessage]:
+    def _follow_ups(self, parent: JobMessage, jobs: Sequence[Job], kind: str, result: bytes | None) -> list[JobMessage]:
         """Messages for a finished job's ``on_success`` / ``on_error`` jobs, with stable ids."""
         return [
             self._message(
@@ -273,7 +273,7 @@ class Server:
             for n, job in enumerate(jobs)
         ]
 
-    def next_run(self, run: JobMessage) -> JobMessage:
+    def _next_run(self, run: JobMessage) -> JobMessage:
         """The message of a schedule's run after ``run``; the same one however often it is asked for."""
         now = datetime.now(UTC)
         fired = run.job.opts.eta or now
@@ -376,9 +376,6 @@ class Server:
         except Exception:
             self.log.exception("could not delete the records of %d job(s) whose publish failed", len(ids))
 
-    async def _set(self, key: str, value: bytes) -> None:
-        await self.results.set(key, value)
-
     # ---- queries -------------------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> JobMessage:
@@ -454,7 +451,7 @@ class Server:
             status = JobStatus.PROCESSING
         updated = GroupMessage(id=doc.id, status=status, job_status=statuses)
         if updated != doc:
-            await self._set(group_key(group_id), encode(updated))
+            await self.results.set(group_key(group_id), encode(updated))
         return updated
 
     async def get_chain(self, chain_id: str) -> ChainMessage:
@@ -481,7 +478,7 @@ class Server:
             break
         updated = ChainMessage(id=doc.id, status=status, job_id=job_id, prev_jobs=prev)
         if updated != doc:
-            await self._set(chain_key(chain_id), encode(updated))
+            await self.results.set(chain_key(chain_id), encode(updated))
         return updated
 
     async def _load(self, key: str, decode: Callable[[bytes], T], kind: str, id_: str) -> T:
