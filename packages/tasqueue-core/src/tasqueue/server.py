@@ -21,6 +21,7 @@ import msgspec
 from tasqueue import _schedule
 from tasqueue._codec import DecodeErrors, decode_chain, decode_group, decode_job, encode
 from tasqueue._keys import chain_key, derived_id, group_key, job_key, new_id, result_key, schedule_key
+from tasqueue._tasks import start_task
 from tasqueue.broker import Broker, Envelope
 from tasqueue.errors import BrokerError, ConfigurationError, NotFoundError, TasqueueError
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, Group, Job
@@ -308,7 +309,7 @@ class Server:
     async def _store_and_publish_new(self, messages: Sequence[JobMessage], data: list[bytes], writes: list[Write]) -> None:
         # A worker may run a job before its "queued" record lands: that write is "only if
         # absent", so it never overwrites what the worker recorded.
-        publishing = asyncio.create_task(self._publish(messages, data))
+        publishing = start_task(self._publish(messages, data))
         stored: Exception | None = None
         try:
             await self.results.set_many(writes)
