@@ -380,17 +380,21 @@ class Worker:
             self._runs[task] = run
             task.add_done_callback(self._done)
 
+    def _free_slot(self, queue: str) -> None:
+        """A handler finished: count it, start a prefetched job in its slot, wake the fetch loop."""
+        self._running[queue] -= 1
+        self._completed[queue] += 1
+        if self._buffered[queue] and not self._stop_requested.is_set():
+            self._dispatch(queue, self.server.queues[queue].concurrency)
+        self._slot_events[queue].set()
+
     def _done(self, task: asyncio.Task[None]) -> None:
         run = self._runs.pop(task)
-        queue = run.queue
         if run.settling:
-            self._settling[queue] -= 1
+            self._settling[run.queue] -= 1
+            self._slot_events[run.queue].set()
         else:
-            self._running[queue] -= 1
-            self._completed[queue] += 1
-            if self._buffered[queue] and not self._stop_requested.is_set():
-                self._dispatch(queue, self.server.queues[queue].concurrency)
-        self._slot_events[queue].set()
+            self._free_slot(run.queue)
         if not task.cancelled() and task.exception() is not None:
             self.log.error("internal error handling job %s", run.delivery.id, exc_info=task.exception())
 
@@ -568,12 +572,8 @@ class Worker:
     async def _enqueue_follow_ups(self, run: _Run, msg: JobMessage, follow: list[JobMessage]) -> bool:
         # The handler is done: its slot goes to the next job while the follow-ups are published.
         run.settling = True
-        self._running[run.queue] -= 1
-        self._completed[run.queue] += 1
         self._settling[run.queue] += 1
-        if self._buffered[run.queue] and not self._stop_requested.is_set():
-            self._dispatch(run.queue, self.server.queues[run.queue].concurrency)
-        self._slot_events[run.queue].set()
+        self._free_slot(run.queue)
         try:
             await self._enqueue_follow(follow)
         except Exception:
