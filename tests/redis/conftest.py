@@ -43,19 +43,25 @@ async def redis_broker(redis_server, prefix: str) -> AsyncIterator[RedisBroker]:
     await broker.close()
 
 
-@pytest_asyncio.fixture
-async def redis_results_factory(redis_server, prefix: str) -> AsyncIterator[ResultsFactory]:
+async def results_factory_on(url: str, prefix: str) -> AsyncIterator[ResultsFactory]:
+    """Yield a factory of results stores on ``url``, closing every store it made afterwards."""
     made: list[RedisResults] = []
 
     async def make(*, expiry: float | None = 60.0) -> Results:
         # Each store of one test gets its own prefix too: "empty" means empty.
-        store = RedisResults.from_url(redis_server.url, prefix=f"{prefix}-{len(made)}", expiry=expiry)
+        store = RedisResults.from_url(url, prefix=f"{prefix}-{len(made)}", expiry=expiry)
         made.append(store)
         return store
 
     yield make
     for store in made:
         await store.close()
+
+
+@pytest_asyncio.fixture
+async def redis_results_factory(redis_server, prefix: str) -> AsyncIterator[ResultsFactory]:
+    async for make in results_factory_on(redis_server.url, prefix):
+        yield make
 
 
 class RedisCluster:
@@ -165,16 +171,8 @@ async def cluster_broker(redis_cluster: RedisCluster, prefix: str) -> AsyncItera
 
 @pytest_asyncio.fixture
 async def cluster_results_factory(redis_cluster: RedisCluster, prefix: str) -> AsyncIterator[ResultsFactory]:
-    made: list[RedisResults] = []
-
-    async def make(*, expiry: float | None = 60.0) -> Results:
-        store = RedisResults.from_url(redis_cluster.url, prefix=f"{prefix}-{len(made)}", expiry=expiry)
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        await store.close()
+    async for make in results_factory_on(redis_cluster.url, prefix):
+        yield make
 
 
 # ---- fault tests: worker processes and their ledger ------------------------------------------
