@@ -212,7 +212,10 @@ class Workers:
     def lines(self) -> list[LedgerLine]:
         out: list[LedgerLine] = []
         for path in self.ledger.glob("*.log"):
-            for raw in path.read_text().splitlines():
+            text = path.read_text()
+            # A line being appended can be read half-written (a write across a page boundary
+            # lands in two steps): only what ends in a newline is a whole line yet.
+            for raw in text[: text.rfind("\n") + 1].splitlines():
                 job_id, pid, stalls, at = raw.split()
                 out.append(LedgerLine(job_id, int(pid), int(stalls), float(at)))
         return out

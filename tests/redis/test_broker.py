@@ -11,6 +11,7 @@ import redis.asyncio as redis
 from redis.crc import key_slot
 
 from tasqueue.broker import Delivery, Envelope
+from tasqueue.testing import eventually
 from tasqueue_redis import QueueStats, RedisBroker, _lua
 
 pytestmark = pytest.mark.asyncio
@@ -70,6 +71,58 @@ async def test_a_cancelled_fetch_hands_its_claim_back_at_once(redis_server, pref
     assert {d.deliveries for d in everything} == {1}  # an undone claim does not count as a delivery
     assert cancelled > 0
     await broker.ack(Q, everything)
+    await broker.close()
+
+
+async def test_a_fetch_cancelled_while_idle_stops_waiting_at_once(redis_server, prefix: str) -> None:
+    broker = RedisBroker.from_url(redis_server.url, prefix=prefix, visibility_timeout=30)
+    raw = redis.Redis.from_url(redis_server.url)
+    for _ in range(3):
+        fetching = asyncio.create_task(broker.fetch(Q, 5, timeout=20))
+        await eventually(lambda: _blocked(raw))
+        fetching.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await fetching
+        # Its wait blocks for 2 s at a time; the clean-up unblocks it instead of waiting that out.
+        async with asyncio.timeout(1):
+            await asyncio.gather(*broker._background)
+        assert not await _blocked(raw)
+    await raw.aclose()
+    await broker.close()
+
+
+async def _blocked(raw: redis.Redis) -> bool:
+    """Whether some client waits in a BLPOP (a fetch on an empty queue)."""
+    return any(c["cmd"] == "blpop" and "b" in c["flags"] for c in await raw.client_list())
+
+
+async def test_a_fetch_cancelled_while_waiting_gives_back_what_a_racing_wake_leased(redis_server, prefix: str) -> None:
+    """A waiting fetch has its claim queued behind the BLPOP: a wake-up that lands as the fetch is
+    cancelled leases messages nobody will read. They must come back at once, not after the lease."""
+    broker = RedisBroker.from_url(redis_server.url, prefix=prefix, visibility_timeout=30)
+    raw = redis.Redis.from_url(redis_server.url)
+    everything: list[Delivery] = []
+    cancelled = 0
+    for n in range(40):
+        fetching = asyncio.create_task(broker.fetch(Q, 5, timeout=20))
+        await eventually(lambda: _blocked(raw))
+        await broker.enqueue(Q, [Envelope(f"m{n}", b"x")])  # the wake has happened: the claim ran
+        for _ in range(n % 4):
+            await asyncio.sleep(0)  # and its reply is on its way, or read, or being read
+        fetching.cancel()
+        try:
+            everything += await fetching
+        except asyncio.CancelledError:
+            cancelled += 1
+            # Far sooner than the 30 s lease: the cancelled wait was ended and its claim given back.
+            everything += await fetch_all(broker, 1, timeout=5)
+        await asyncio.gather(*broker._background)
+    assert [d.id for d in everything] == [f"m{n}" for n in range(40)]
+    assert {d.deliveries for d in everything} == {1}  # a claim given back is not a delivery
+    assert cancelled > 0
+    assert not await _blocked(raw)
+    await broker.ack(Q, everything)
+    await raw.aclose()
     await broker.close()
 
 

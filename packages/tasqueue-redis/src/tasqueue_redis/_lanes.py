@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
@@ -65,6 +66,23 @@ class Lanes:
 
     async def execute(self, *args: Any) -> Any:
         """Send ``args`` as one command and return the parsed reply (raising an error reply)."""
+        reply = (await self._exchange((args,)))[0]
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    async def execute_many(self, *commands: tuple[Any, ...], first: Callable[[Any], None] | None = None) -> list[Any]:
+        """Send ``commands`` in one write on one connection; return their replies in order.
+
+        An error reply is returned as its exception, not raised: the replies after it still
+        belong to this call. Redis runs pipelined commands one after another, so a command
+        queued behind a blocking one runs as soon as that one returns, in the same reply.
+        ``first``, when given, is called with the first reply as soon as it is read (again
+        after a resend).
+        """
+        return await self._exchange(commands, first)
+
+    async def _exchange(self, commands: tuple[tuple[Any, ...], ...], first: Callable[[Any], None] | None = None) -> list[Any]:
         loop = asyncio.get_running_loop()
         lanes = self._loops.get(loop)
         if lanes is None:
@@ -75,8 +93,20 @@ class Lanes:
                 failures = 0
                 while True:
                     try:
-                        await _send(conn, self._pack(conn, args))
-                        return await conn.read_response()
+                        if len(commands) == 1:
+                            packed = self._pack(conn, commands[0])
+                        else:
+                            packed = [part for cmd in commands for part in _as_list(self._pack(conn, cmd))]
+                        await _send(conn, packed)
+                        replies: list[Any] = []
+                        for _ in commands:
+                            try:
+                                replies.append(await conn.read_response())
+                            except ResponseError as exc:
+                                replies.append(exc)
+                            if first is not None and len(replies) == 1:
+                                first(replies[0])
+                        return replies
                     except _RETRYABLE:
                         # The command may or may not have run; scripts are written to be replayed.
                         await conn.disconnect()
@@ -129,6 +159,10 @@ async def _send(conn: Any, packed: Any) -> None:
             # Cancelled (or failed) with part of the command unsent: the connection is unusable.
             await conn.disconnect(nowait=True)
             raise
+
+
+def _as_list(packed: Any) -> list[bytes]:
+    return [packed] if isinstance(packed, bytes) else list(packed)
 
 
 def _pack_hiredis(conn: Any, args: tuple[Any, ...]) -> Any:

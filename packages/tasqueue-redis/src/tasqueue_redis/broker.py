@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from tasqueue.broker import Delivery, Envelope
 from tasqueue.errors import BrokerError, ConfigurationError
@@ -191,10 +191,8 @@ class RedisBroker:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + max(timeout, 0.0)
         count = min(max_count, MAX_CLAIM)
-        while True:
-            deliveries, hint = await self._claim(queue, keys, count)
-            if deliveries:
-                return deliveries
+        deliveries, hint = await self._claim(queue, keys, count)
+        while not deliveries:
             wait = give_up - loop.time()
             if wait <= 0 or count <= 0:
                 return []
@@ -202,7 +200,10 @@ class RedisBroker:
             if hint >= 0:
                 wait = min(wait, hint / 1000)
             if wait > 0.0005:
-                await self._block_for_work(queue, keys, wait)
+                deliveries, hint = await self._wait_then_claim(queue, keys, count, wait)
+            else:
+                deliveries, hint = await self._claim(queue, keys, count)
+        return deliveries
 
     async def _claim(self, queue: str, keys: _Keys, count: int) -> tuple[list[Delivery], float]:
         args = [count, self._lease_ms, self._grace_ms, self._gap_ms, MOVE_LIMIT]
@@ -227,14 +228,65 @@ class RedisBroker:
         if deliveries:
             await self._give_back(queue, keys, deliveries, mode="u", delay=0.0, data=None)
 
-    async def _block_for_work(self, queue: str, keys: _Keys, seconds: float) -> None:
-        """Wait on the wake list until an enqueue (or a nack) pushes a token, or ``seconds`` pass."""
+    async def _wait_then_claim(self, queue: str, keys: _Keys, count: int, seconds: float) -> tuple[list[Delivery], float]:
+        """Wait on the wake list until an enqueue (or a nack) pushes a token, or ``seconds`` pass; then claim.
+
+        On lanes the claim is pipelined behind the BLPOP: Redis runs it the moment the BLPOP
+        returns, and both replies come back together, so a woken worker has its job one round
+        trip after the enqueue instead of two.
+        """
+        # Never "0": for BLPOP that means forever.
+        blpop = ("BLPOP", keys.wake, f"{max(seconds, 0.001):.3f}")
+        if self._lanes is None:
+            try:
+                await self._exec(*blpop)
+            except RedisError as exc:
+                msg = f"could not wait for work on queue {queue!r}: {exc}"
+                raise BrokerError(msg) from exc
+            return await self._claim(queue, keys, count)
+        args = [count, self._lease_ms, self._grace_ms, self._gap_ms, MOVE_LIMIT]
+        # The connection's id comes back first (at once), so a cancelled wait can be unblocked.
+        waiter = _Waiter()
+        exchange = asyncio.ensure_future(
+            self._lanes.execute_many(("CLIENT", "ID"), blpop, _lua.CLAIM.args(keys.claim, args), first=waiter.identified)
+        )
         try:
-            # Never "0": for BLPOP that means forever.
-            await self._exec("BLPOP", keys.wake, f"{max(seconds, 0.001):.3f}")
+            _, _, reply = await asyncio.shield(exchange)
+        except asyncio.CancelledError:
+            self._spawn(self._undo_wait(queue, keys, waiter, exchange))
+            raise
         except RedisError as exc:
             msg = f"could not wait for work on queue {queue!r}: {exc}"
             raise BrokerError(msg) from exc
+        if isinstance(reply, NoScriptError):
+            return await self._claim(queue, keys, count)
+        if isinstance(reply, RedisError):
+            msg = f"could not fetch from queue {queue!r}: {reply}"
+            raise BrokerError(msg) from reply
+        return _deliveries(reply), float(reply[1])
+
+    async def _undo_wait(self, queue: str, keys: _Keys, waiter: _Waiter, exchange: asyncio.Future[list[Any]]) -> None:
+        """A fetch was cancelled while it waited: end the wait now, and give back what its claim took.
+
+        Closing the connection instead would race a wake-up: the claim queued behind the BLPOP
+        may already have leased messages whose reply nobody reads, and they would sit out a
+        whole lease.
+        """
+        identified = asyncio.ensure_future(waiter.known.wait())
+        either: list[asyncio.Future[Any]] = [identified, exchange]
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            identified.cancel()
+        if not exchange.done() and waiter.client_id is not None:
+            with contextlib.suppress(RedisError):  # e.g. an ACL without CLIENT: the wait then runs out
+                await self._exec("CLIENT", "UNBLOCK", waiter.client_id)
+        try:
+            reply = (await exchange)[2]
+        except RedisError:
+            return  # the claim may or may not have run; its leases, if any, will run out
+        if isinstance(reply, list) and (deliveries := _deliveries(reply)):
+            await self._give_back(queue, keys, deliveries, mode="u", delay=0.0, data=None)
 
     async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
         keys = self._queue(queue)
@@ -343,6 +395,21 @@ class RedisBroker:
 
     def __repr__(self) -> str:
         return f"RedisBroker(prefix={self._prefix!r}, visibility_timeout={self._vt:g})"
+
+
+class _Waiter:
+    """The id of the connection a fetch waits on, once Redis has told it."""
+
+    __slots__ = ("client_id", "known")
+
+    def __init__(self) -> None:
+        self.client_id: int | None = None
+        self.known = asyncio.Event()
+
+    def identified(self, reply: Any) -> None:
+        if isinstance(reply, int):
+            self.client_id = reply
+            self.known.set()
 
 
 def _deliveries(reply: list[Any]) -> list[Delivery]:
