@@ -12,7 +12,7 @@ from redis.crc import key_slot
 
 from tasqueue.broker import Delivery, Envelope
 from tasqueue.testing import eventually
-from tasqueue_redis import QueueStats, RedisBroker, _lua
+from tasqueue_redis import QueueStats, RedisBroker, _lanes, _lua
 
 pytestmark = pytest.mark.asyncio
 Q = "q"
@@ -122,6 +122,23 @@ async def test_a_fetch_cancelled_while_waiting_gives_back_what_a_racing_wake_lea
     assert cancelled > 0
     assert not await _blocked(raw)
     await broker.ack(Q, everything)
+    await raw.aclose()
+    await broker.close()
+
+
+async def test_without_hiredis_redis_py_packs_the_commands(redis_server, prefix: str) -> None:
+    """hiredis is an optional extra: the pure-Python packer must carry single and pipelined commands."""
+    broker = RedisBroker.from_url(redis_server.url, prefix=prefix)
+    assert broker._lanes is not None
+    broker._lanes._pack = _lanes._pack_python
+    raw = redis.Redis.from_url(redis_server.url)
+    fetching = asyncio.create_task(broker.fetch(Q, 5, timeout=10))
+    await eventually(lambda: _blocked(raw))  # the pipelined wait-then-claim is on the wire
+    await broker.enqueue(Q, [Envelope("a", b"1")])
+    (got,) = await fetching
+    assert (got.id, got.data, got.deliveries) == ("a", b"1", 1)
+    await broker.ack(Q, [got])
+    assert await broker.stats(Q) == QueueStats(0, 0, 0)
     await raw.aclose()
     await broker.close()
 
