@@ -369,6 +369,10 @@ class Worker:
                 last, done_then = now, completed
             buffer.extend(deliveries)
             self._dispatch(queue, concurrency)
+            if deliveries:
+                # Let the jobs just started run up to their first wait before this loop
+                # prepares the next fetch: an idle worker's job starts sooner.
+                await asyncio.sleep(0)
 
     def _dispatch(self, queue: str, concurrency: int) -> None:
         """Start buffered deliveries while the queue has free slots."""
