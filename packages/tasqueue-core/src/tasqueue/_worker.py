@@ -367,11 +367,12 @@ class Worker:
             if now - last >= _RATE_WINDOW:  # short windows would mistake a burst for a rate
                 rate = 0.5 * rate + 0.5 * (completed - done_then) / (now - last)
                 last, done_then = now, completed
+            idle = self._running[queue] == 0
             buffer.extend(deliveries)
             self._dispatch(queue, concurrency)
-            if deliveries:
-                # Let the jobs just started run up to their first wait before this loop
-                # prepares the next fetch: an idle worker's job starts sooner.
+            if idle and deliveries:
+                # An idle worker lets the jobs it just started reach their handlers before it
+                # prepares the next fetch (a busy one fetches first, to keep its slots fed).
                 await asyncio.sleep(0)
 
     def _dispatch(self, queue: str, concurrency: int) -> None:
