@@ -96,6 +96,34 @@ async def _blocked(raw: redis.Redis) -> bool:
     return any(c["cmd"] == "blpop" and "b" in c["flags"] for c in await raw.client_list())
 
 
+async def test_without_the_client_command_a_waiting_fetch_still_works(redis_server, prefix: str) -> None:
+    """Managed Redis often forbids CLIENT: fetch must not need it, and a cancelled wait then runs out."""
+    raw = redis.Redis.from_url(redis_server.url)
+    user = f"noclient-{prefix}"
+    await raw.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-client")
+    url = redis_server.url.replace("redis://", f"redis://{user}:pw@")
+    broker = RedisBroker.from_url(url, prefix=prefix, visibility_timeout=4)  # waits block for 1 s
+    fetching = asyncio.create_task(broker.fetch(Q, 5, timeout=10))
+    await eventually(lambda: _blocked(raw))
+    await broker.enqueue(Q, [Envelope("a", b"1")])
+    (got,) = await fetching
+    await broker.ack(Q, [got])
+
+    fetching = asyncio.create_task(broker.fetch(Q, 5, timeout=10))
+    await eventually(lambda: _blocked(raw))
+    fetching.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await fetching
+    await broker.enqueue(Q, [Envelope("b", b"2")])  # wakes the orphaned wait, whose claim takes "b"
+    await asyncio.gather(*broker._background)  # ...and hands it back
+    (again,) = await fetch_all(broker, 1, timeout=3)  # long before a 4 s lease could run out
+    assert (again.id, again.deliveries) == ("b", 1)
+    await broker.ack(Q, [again])
+    await raw.execute_command("ACL", "DELUSER", user)
+    await raw.aclose()
+    await broker.close()
+
+
 async def test_a_fetch_cancelled_while_waiting_gives_back_what_a_racing_wake_leased(redis_server, prefix: str) -> None:
     """A waiting fetch has its claim queued behind the BLPOP: a wake-up that lands as the fetch is
     cancelled leases messages nobody will read. They must come back at once, not after the lease."""
