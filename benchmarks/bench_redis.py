@@ -13,7 +13,10 @@ Figures, all on one Redis in one run:
   against the floor consumer: a Lua script that moves up to 100 ids from a list into a ZSET of
   leases per call, and pipelined ZREM acks, with no status or result writes;
 * 10,000 chains of 10 jobs and 10,000 groups of 10 jobs (``--chains``/``--groups`` to scale);
-* idle latency: enqueue-to-handler-start, p50/p99, with the worker waiting on an empty queue;
+* idle latency: enqueue-to-handler-start, p50/p99, with the worker waiting on an empty queue,
+  next to two floors (redis-py ``LPUSH`` -> ``BLPOP``, and the same over raw blocking sockets)
+  and the Redis time of each script right after a wake-up (``SLOWLOG``); ``--latency-only``
+  runs just this part;
 * worker peak RSS (VmHWM of the worker process, after the 100,000-job run).
 
 The started Redis uses ``appendonly yes`` with ``appendfsync everysec``, as a deployment that must
@@ -167,6 +170,7 @@ class Bench:
         self.raw = redis.Redis.from_url(url)
         self.rows: list[tuple[str, str, str]] = []
         self.floor: dict[str, float] = {}
+        self.script_us: dict[str, float] = {}
 
     def row(self, name: str, value: str, ratio: str = "") -> None:
         self.rows.append((name, value, ratio))
@@ -289,7 +293,7 @@ class Bench:
             worker.stop()
         return enqueue_rate, (count * size - 1) / span
 
-    async def idle_latency(self, samples: int) -> tuple[list[float], list[float]]:
+    async def idle_latency(self, samples: int, *, profile: bool = False) -> tuple[list[float], list[float]]:
         from tasqueue import Job, JobOpts
 
         prefix = await self.fresh()
@@ -298,6 +302,10 @@ class Bench:
         from_return: list[float] = []
         try:
             await worker.ready()
+            if profile:  # logging every command costs Redis a little: not in the timed run
+                await self.raw.config_set("slowlog-max-len", 100_000)
+                await self.raw.config_set("slowlog-log-slower-than", 0)  # every command, with its duration
+                await self.raw.slowlog_reset()
             async with self.server(prefix) as srv:  # type: ignore[attr-defined]
                 marks: list[tuple[str, float, float]] = []
                 for _ in range(samples):
@@ -305,14 +313,30 @@ class Bench:
                     t0 = time.time()
                     job_id = await srv.enqueue(Job("stamp", b"", JobOpts(queue=QUEUE)))
                     marks.append((job_id, t0, time.time()))
+                if profile:
+                    self.script_us = await self._script_times()
                 for job_id, t0, t1 in marks:
                     await srv.wait(job_id, timeout=30, poll=0.01)
                     started = float(await srv.get_result(job_id))
                     from_call.append(started - t0)
                     from_return.append(started - t1)
         finally:
+            if profile:
+                await self.raw.config_set("slowlog-log-slower-than", 10_000)
             worker.stop()
         return from_call, from_return
+
+    async def _script_times(self) -> dict[str, float]:
+        """Median Redis time (µs) of each tasqueue script in the slow log (which now logs all)."""
+        from tasqueue_redis import _lua
+
+        names = {s.sha.encode(): s.name for s in (_lua.ENQUEUE, _lua.CLAIM, _lua.RESULTS_SET, _lua.ACK)}
+        times: dict[str, list[float]] = {}
+        for entry in await self.raw.slowlog_get(100_000):
+            parts = entry["command"].split()
+            if len(parts) > 1 and parts[0].upper() == b"EVALSHA" and parts[1] in names:
+                times.setdefault(names[parts[1]], []).append(entry["duration"])
+        return {name: statistics.median(values) for name, values in times.items()}
 
 
 IMPORT_RSS = """
@@ -358,6 +382,66 @@ async def floor_latency(b: Bench, samples: int) -> list[float]:
     return lat
 
 
+def _resp(*args: str) -> bytes:
+    out = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def raw_consumer_main(host: str, port: int, key: str, out: str) -> None:
+    """The raw-socket floor's consumer: blocking BLPOP on a plain socket, no asyncio, no client library."""
+    blocked = socket.create_connection((host, port))
+    blocked.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    writer = socket.create_connection((host, port))
+    writer.sendall(_resp("RPUSH", out, "ready"))
+    writer.recv(64)
+    while True:
+        blocked.sendall(_resp("BLPOP", key, "1"))
+        reply = blocked.recv(4096)
+        now = time.time()
+        if reply.startswith(b"*-1"):
+            continue
+        sent = reply.split(b"\r\n")[-2].decode()
+        if sent == "stop":
+            return
+        writer.sendall(_resp("RPUSH", out, f"{sent} {now!r}"))
+        writer.recv(64)
+
+
+async def raw_floor_latency(b: Bench, samples: int) -> list[float]:
+    """LPUSH -> BLPOP with plain blocking sockets at both ends: what this host allows at all."""
+    from urllib.parse import urlsplit
+
+    prefix = await b.fresh()
+    key, out = f"{prefix}:q", f"{prefix}:out"
+    where = urlsplit(b.url)
+    host, port = where.hostname or "127.0.0.1", where.port or 6379
+    consumer = WorkerProcess(b.url, prefix, 1, b.logdir, mode="raw")
+    try:
+        async with asyncio.timeout(30):
+            await b.raw.blpop([out], timeout=30)  # "ready"
+        producer = socket.create_connection((host, port))
+        producer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(samples):
+            await asyncio.sleep(0.02)
+            producer.sendall(_resp("LPUSH", key, repr(time.time())))
+            producer.recv(64)
+        producer.sendall(_resp("LPUSH", key, "stop"))
+        producer.recv(64)
+        producer.close()
+        lat = []
+        for _ in range(samples):
+            item = await b.raw.blpop([out], timeout=30)
+            assert item is not None
+            sent, got = item[1].split()
+            lat.append(float(got) - float(sent))
+    finally:
+        consumer.stop()
+    return lat
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -368,9 +452,33 @@ async def run(url: str, args: argparse.Namespace, logdir: Path) -> None:
     info = await b.raw.info("server")
     aof = (await b.raw.config_get("appendonly"))["appendonly"]
     print(f"tasqueue-redis benchmark: Redis {info['redis_version']} at {url} (appendonly {aof}), Python {sys.version.split()[0]}")
-    print(f"one host, {os.cpu_count()} CPUs shared by Redis, the worker process and this producer process\n")
-    small, large = args.jobs
+    print(f"one host, {os.cpu_count()} CPUs shared by Redis, the worker process and this producer process")
+    if not args.latency_only:
+        await throughput(b, args)
+    print("\nidle latency (a job every 20 ms, the worker blocked on an empty queue in between)")
+    call, ret = await b.idle_latency(args.samples)
+    p50 = f"{pct(call, 50) * 1000:.2f} ms"
+    b.row(f"idle latency, enqueue call -> handler start, p50 ({args.samples})", p50, "(target p50 < 1 ms)")
+    b.row("idle latency, enqueue call -> handler start, p99", f"{pct(call, 99) * 1000:.2f} ms")
+    b.row("idle latency, enqueue returned -> handler start, p50", f"{pct(ret, 50) * 1000:.2f} ms")
+    b.row("idle latency, enqueue returned -> handler start, p99", f"{pct(ret, 99) * 1000:.2f} ms")
+    b.row("idle latency, mean of enqueue call -> start", f"{statistics.fmean(call) * 1000:.2f} ms")
+    bare = await floor_latency(b, args.samples)
+    b.row("idle latency floor: bare LPUSH call -> BLPOP in another process, p50", f"{pct(bare, 50) * 1000:.2f} ms")
+    b.row("idle latency floor: p99", f"{pct(bare, 99) * 1000:.2f} ms")
+    raw = await raw_floor_latency(b, args.samples)
+    b.row("  the same over raw blocking sockets (no asyncio, no redis-py), p50", f"{pct(raw, 50) * 1000:.2f} ms")
+    b.row("  the same over raw blocking sockets, p99", f"{pct(raw, 99) * 1000:.2f} ms")
+    await b.idle_latency(100, profile=True)
+    for name, us in sorted(b.script_us.items()):
+        b.row(f"  Redis time of the {name} script in a second idle run (median)", f"{us:.0f} µs")
+    await b.raw.flushall()
+    await b.raw.aclose()
 
+
+async def throughput(b: Bench, args: argparse.Namespace) -> None:
+    print()
+    small, large = args.jobs
     # The two one-by-one figures are taken in alternating rounds (best of each), so that a noisy
     # neighbour on the host skews both alike.
     lpush = one = 0.0
@@ -413,22 +521,10 @@ async def run(url: str, args: argparse.Namespace, logdir: Path) -> None:
         b.row(f"enqueue_group ({args.groups:,} groups of 10)", f"{enq:,.0f} groups/s")
         jobs = f"{args.groups * 10:,} jobs"
         b.row(f"run {args.groups:,} groups of 10 ({jobs})", f"{rate:,.0f} jobs/s", f"{rate / floor[large]:6.1%} of the floor")
-    call, ret = await b.idle_latency(args.samples)
-    p50 = f"{pct(call, 50) * 1000:.2f} ms"
-    b.row(f"idle latency, enqueue call -> handler start, p50 ({args.samples})", p50, "(target p50 < 1 ms)")
-    b.row("idle latency, enqueue call -> handler start, p99", f"{pct(call, 99) * 1000:.2f} ms")
-    b.row("idle latency, enqueue returned -> handler start, p50", f"{pct(ret, 50) * 1000:.2f} ms")
-    b.row("idle latency, enqueue returned -> handler start, p99", f"{pct(ret, 99) * 1000:.2f} ms")
-    b.row("idle latency, mean of enqueue call -> start", f"{statistics.fmean(call) * 1000:.2f} ms")
-    bare = await floor_latency(b, args.samples)
-    b.row("idle latency floor: bare LPUSH call -> BLPOP in another process, p50", f"{pct(bare, 50) * 1000:.2f} ms")
-    b.row("idle latency floor: p99", f"{pct(bare, 99) * 1000:.2f} ms")
-    await b.raw.flushall()
-    await b.raw.aclose()
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] in {"worker", "floor"}:
+    if len(sys.argv) > 1 and sys.argv[1] in {"worker", "floor", "raw"}:
         parser = argparse.ArgumentParser()
         parser.add_argument("worker")
         parser.add_argument("--url", required=True)
@@ -437,6 +533,11 @@ def main() -> None:
         ns = parser.parse_args()
         if ns.worker == "floor":
             floor_consumer_main(ns.url, f"{ns.prefix}:q", f"{ns.prefix}:out")
+        elif ns.worker == "raw":
+            from urllib.parse import urlsplit
+
+            where = urlsplit(ns.url)
+            raw_consumer_main(where.hostname or "127.0.0.1", where.port or 6379, f"{ns.prefix}:q", f"{ns.prefix}:out")
         else:
             worker_main(ns.url, ns.prefix, ns.concurrency)
         return
@@ -449,6 +550,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=None, help="groups of 10 to run (default 10,000)")
     parser.add_argument("--samples", type=int, default=300, help="idle-latency samples")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the one-by-one enqueue figures")
+    parser.add_argument("--latency-only", action="store_true", help="only the idle-latency figures")
     args = parser.parse_args()
     args.jobs = (2_000, 10_000) if args.quick else (20_000, 100_000)
     args.one_by_one = 2_000 if args.quick else 5_000
