@@ -8,6 +8,7 @@ and restart it. Without the binary a test that needs it skips locally and fails 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -118,3 +119,65 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class ResetProxy:
+    """A TCP forwarder on a free loopback port in front of a server; ``reset()`` drops every
+    connection through it at once (RST both ways), as a flaky network or a load balancer does.
+
+    It runs on the test's event loop, so clients in other processes go through it while the test
+    awaits; new connections are accepted again right after a reset.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.resets = 0
+        self.dropped = 0  # connections cut by resets
+        self._server: asyncio.Server | None = None
+        self._open: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def reset(self) -> None:
+        self.resets += 1
+        self.dropped += len(self._open)
+        for pair in list(self._open):
+            for writer in pair:
+                writer.transport.abort()
+        self._open.clear()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.reset()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        pair = (client_writer, server_writer)
+        self._open.add(pair)
+        try:
+            await asyncio.gather(_pipe(client_reader, server_writer), _pipe(server_reader, client_writer))
+        finally:
+            self._open.discard(pair)
+            for writer in pair:
+                writer.transport.abort()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()  # one side hung up: pass it on, so the other direction ends too

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from servers import ResetProxy
 from tasqueue import Job, JobOpts, JobStatus, Server
 from tasqueue._codec import decode_job
 from tasqueue._keys import job_key
@@ -159,6 +160,66 @@ async def test_redis_restart_mid_run_loses_nothing_acknowledged(make_redis, pref
     assert figures["lost"] == 0
     assert final == Counter({"successful": len(everything)})
     assert all(proc.poll() is None for proc in workers.procs), "workers must ride out the restart"
+
+
+async def test_connections_reset_again_and_again_lose_nothing(make_redis, prefix, workers, fault_report) -> None:
+    """Every connection (workers' and producer's) is cut every 300 ms for 5 s while jobs flow."""
+    server = make_redis(appendonly=True)
+    proxy = ResetProxy(server.port)
+    await proxy.start()
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    n, batch, vt = 1500, 25, 2.0
+    async with producer(url, prefix) as srv:
+        workers.start(url, prefix, concurrency=50, vt=vt)
+        workers.start(url, prefix, concurrency=50, vt=vt)
+        await workers.wait_for(lambda: _idle(srv.broker), timeout=30, what="the workers to connect")
+
+        acked: list[str] = []
+        producer_errors = 0
+
+        async def produce() -> None:
+            # Batches under ids of our own, each retried until Redis confirms it: ids make retries safe.
+            nonlocal producer_errors
+            for start in range(0, n, batch):
+                chunk = [Job("work", b"0.01", JobOpts(queue=QUEUE, id=f"storm-{k}")) for k in range(start, start + batch)]
+                while True:
+                    try:
+                        acked.extend(await srv.enqueue_many(chunk))
+                        break
+                    except TasqueueError:
+                        producer_errors += 1
+                await asyncio.sleep(0.08)  # pacing: the jobs arrive across the whole storm
+
+        producing = asyncio.create_task(produce())
+        storm_started = time.time()
+        while time.time() - storm_started < 5.0:
+            await asyncio.sleep(0.3)  # the fault's own rhythm: a cut every 300 ms
+            proxy.reset()
+        calm_at = time.time()
+        await producing
+        await workers.wait_for(lambda: workers.done() >= set(acked), timeout=120, what="every acknowledged job")
+        await workers.wait_for(lambda: _idle(srv.broker), timeout=30, what="an empty queue")
+        final = await statuses(srv, acked)
+    await proxy.close()
+
+    lines = workers.lines()
+    figures = tally(lines, acked)
+    fault_report(
+        "connection_resets",
+        **figures,
+        resets=proxy.resets,
+        connections_cut=proxy.dropped,
+        producer_retries=producer_errors,
+        jobs_done_during_storm=sum(1 for line in lines if storm_started <= line.at < calm_at),
+        redelivered_runs=sum(1 for line in lines if line.stalls > 0),
+        drain_s=round(max(line.at for line in lines) - calm_at, 3),
+        statuses=dict(final),
+    )
+    assert sorted(acked) == sorted(f"storm-{k}" for k in range(n))
+    assert figures["lost"] == 0
+    assert final == Counter({"successful": n})
+    assert proxy.dropped >= proxy.resets, "every reset cut live connections"
+    assert all(proc.poll() is None for proc in workers.procs), "workers must ride out the resets"
 
 
 async def test_poison_on_the_pending_list_is_parked_for_an_operator(redis_server, prefix, workers, fault_report) -> None:
