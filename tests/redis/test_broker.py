@@ -171,6 +171,27 @@ async def test_without_hiredis_redis_py_packs_the_commands(redis_server, prefix:
     await broker.close()
 
 
+async def test_a_replayed_claim_returns_its_own_leases_again(redis_broker: RedisBroker) -> None:
+    """A claim whose reply was lost with its connection is sent again: it must not strand its leases."""
+    client, k = redis_broker.client, keys_of(redis_broker)
+    await redis_broker.enqueue(Q, [Envelope(f"m{i}", f"{i}".encode()) for i in range(5)])
+    claim_keys = [k[name] for name in ("pending", "active", "delayed", "data", "meta", "state", "wake")]
+    claim_keys.append(f"{redis_broker._prefix}:{{{Q}}}:claim:replayed")
+    args = [3, 30_000, 5_000, 15_000, 1_000]
+    first = await _lua.CLAIM(client, claim_keys, args)
+    assert len(first[2:]) == 9  # three messages
+    replay = await _lua.CLAIM(client, claim_keys, args)
+    assert replay[0] == first[0] and replay[2:] == first[2:]  # the same leases, token and counts
+    assert await redis_broker.stats(Q) == QueueStats(pending=2, delayed=0, active=3)
+
+    # What the claim no longer holds (acked here) is not handed out again by a later replay.
+    token, first_id = first[0], first[2].decode()
+    await redis_broker.ack(Q, [Delivery(first_id, first[3], first[4], token)])
+    late = await _lua.CLAIM(client, claim_keys, args)
+    assert [x.decode() if isinstance(x, bytes) else x for x in late[2::3]] == [i.decode() for i in first[5::3]]
+    assert await redis_broker.stats(Q) == QueueStats(pending=2, delayed=0, active=2)
+
+
 async def test_every_script_can_be_replayed(redis_broker: RedisBroker) -> None:
     """redis-py resends a command after a connection error without knowing whether it ran."""
     client, k = redis_broker.client, keys_of(redis_broker)
@@ -217,8 +238,13 @@ async def test_acked_messages_leave_no_keys_behind(redis_broker: RedisBroker) ->
     await redis_broker.ack(Q, got)
     left = [key.decode() async for key in redis_broker.client.scan_iter(match=f"{redis_broker._prefix}:*")]
     k = keys_of(redis_broker)
-    # Only the queue's bookkeeping stays: the token counter and pause detector, and the wake list.
-    assert set(left) <= {k["state"], k["wake"]}
+    # Only the queue's bookkeeping stays: the token counter and pause detector, the wake list, and
+    # the receipt of the last claim (earlier ones were deleted by the next claim), which expires.
+    receipts = {key for key in left if key.startswith(f"{redis_broker._prefix}:{{{Q}}}:claim:")}
+    assert len(receipts) <= 1
+    for key in receipts:
+        assert 0 < await redis_broker.client.pttl(key) <= 10_000
+    assert set(left) - receipts <= {k["state"], k["wake"]}
 
 
 async def test_dedupe_holds_while_queued_delayed_or_leased_and_ends_with_the_ack(redis_broker: RedisBroker) -> None:

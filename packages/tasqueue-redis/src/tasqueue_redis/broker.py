@@ -11,6 +11,7 @@ and every script touches one slot)::
                             fencing token of the current lease ("0": not leased)
     tq:{q}:state     HASH   seq (last token), seen/hold (pause detection)
     tq:{q}:wake      LIST   at most one token; idle workers block on it with BLPOP
+    tq:{q}:claim:<id> STRING what one claim leased, so a replay of that call gets the same leases
 
 Every state change is one Lua script (``lua/``), so two workers never take one message and a
 crash between two commands cannot lose one. A fetch leases messages until a deadline in Redis
@@ -27,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Self
@@ -72,6 +74,8 @@ class _Keys:
         "give_back",
         "meta",
         "pending",
+        "receipt",
+        "settled",
         "state",
         "wake",
     )
@@ -85,6 +89,9 @@ class _Keys:
         self.meta = base + "meta"
         self.state = base + "state"
         self.wake = base + "wake"
+        self.receipt = base + "claim:"  # + a fetch's own id: what that claim leased, for a replay
+        # Receipts whose reply arrived, so nothing will replay them: the next claim deletes them.
+        self.settled: list[str] = []
         # The KEYS of each script, in the order the script reads them.
         self.enqueue = [self.pending, self.delayed, self.data, self.wake]
         self.claim = [self.pending, self.active, self.delayed, self.data, self.meta, self.state, self.wake]
@@ -205,9 +212,15 @@ class RedisBroker:
                 deliveries, hint = await self._claim(queue, keys, count)
         return deliveries
 
-    async def _claim(self, queue: str, keys: _Keys, count: int) -> tuple[list[Delivery], float]:
+    def _claim_call(self, keys: _Keys, count: int) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of one claim: a receipt key of its own, then receipts to delete (``lua/claim.lua``)."""
+        done, keys.settled = keys.settled, []
         args = [count, self._lease_ms, self._grace_ms, self._gap_ms, MOVE_LIMIT]
-        claim = asyncio.ensure_future(_lua.CLAIM(self._client, keys.claim, args, self._exec))
+        return [*keys.claim, keys.receipt + secrets.token_hex(8), *done], args
+
+    async def _claim(self, queue: str, keys: _Keys, count: int) -> tuple[list[Delivery], float]:
+        claim_keys, args = self._claim_call(keys, count)
+        claim = asyncio.ensure_future(_lua.CLAIM(self._client, claim_keys, args, self._exec))
         try:
             reply = await asyncio.shield(claim)
         except asyncio.CancelledError:
@@ -218,7 +231,14 @@ class RedisBroker:
         except RedisError as exc:
             msg = f"could not fetch from queue {queue!r}: {exc}"
             raise BrokerError(msg) from exc
-        return _deliveries(reply), float(reply[1])
+        return self._received(keys, claim_keys, reply)
+
+    @staticmethod
+    def _received(keys: _Keys, claim_keys: list[str], reply: list[Any]) -> tuple[list[Delivery], float]:
+        deliveries = _deliveries(reply)
+        if deliveries:
+            keys.settled.append(claim_keys[len(keys.claim)])
+        return deliveries, float(reply[1])
 
     async def _undo_claim(self, queue: str, keys: _Keys, claim: asyncio.Future[Any]) -> None:
         try:
@@ -244,12 +264,11 @@ class RedisBroker:
                 msg = f"could not wait for work on queue {queue!r}: {exc}"
                 raise BrokerError(msg) from exc
             return await self._claim(queue, keys, count)
-        args = [count, self._lease_ms, self._grace_ms, self._gap_ms, MOVE_LIMIT]
+        claim_keys, args = self._claim_call(keys, count)
+        claim = _lua.CLAIM.args(claim_keys, args)
         # The connection's id comes back first (at once), so a cancelled wait can be unblocked.
         waiter = _Waiter()
-        exchange = asyncio.ensure_future(
-            self._lanes.execute_many(("CLIENT", "ID"), blpop, _lua.CLAIM.args(keys.claim, args), first=waiter.identified)
-        )
+        exchange = asyncio.ensure_future(self._lanes.execute_many(("CLIENT", "ID"), blpop, claim, first=waiter.identified))
         try:
             _, _, reply = await asyncio.shield(exchange)
         except asyncio.CancelledError:
@@ -263,7 +282,7 @@ class RedisBroker:
         if isinstance(reply, RedisError):
             msg = f"could not fetch from queue {queue!r}: {reply}"
             raise BrokerError(msg) from reply
-        return _deliveries(reply), float(reply[1])
+        return self._received(keys, claim_keys, reply)
 
     async def _undo_wait(self, queue: str, keys: _Keys, waiter: _Waiter, exchange: asyncio.Future[list[Any]]) -> None:
         """A fetch was cancelled while it waited: end the wait now, and give back what its claim took.

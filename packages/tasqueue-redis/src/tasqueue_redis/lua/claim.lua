@@ -1,13 +1,42 @@
--- Lease up to max_count messages. KEYS: pending active delayed data meta state wake.
+-- Lease up to max_count messages. KEYS: pending active delayed data meta state wake receipt,
+-- then receipts of earlier claims whose replies arrived (deleted: nothing will replay those).
 -- ARGV: max_count lease_ms grace_ms gap_ms limit.
 -- On the way it promotes due delayed messages and gives expired leases back, so idle queues
 -- need no separate mover. Returns {token, hint_ms, id1, data1, deliveries1, id2, ...}, where
 -- hint_ms says when calling again may find work (-1: only an enqueue will bring any).
+-- `receipt` is a key named after this call (a fresh id per fetch): a claim that leased anything
+-- records there what it leased, so a replay of the call (its reply was lost with a connection)
+-- returns the same leases instead of leaving them to run out unheld.
 local pending, active, delayed, data, meta, state, wakekey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local receipt = KEYS[8]
 local n = tonumber(ARGV[1])
 local lease_ms = tonumber(ARGV[2])
 local grace = tonumber(ARGV[3])
 local limit = tonumber(ARGV[5])
+
+for i = 9, #KEYS do
+  redis.call('DEL', KEYS[i])
+end
+
+local before = redis.call('GET', receipt)
+if before then
+  local record = cmsgpack.unpack(before)
+  local tok, ids = record[1], record[2]
+  local out = {tok, 0}
+  local datas = redis.call('HMGET', data, unpack(ids))
+  local metas = redis.call('HMGET', meta, unpack(ids))
+  for i, id in ipairs(ids) do
+    local count, token = parse_meta(metas[i])
+    -- Only what this claim still holds: a lease that ran out may be someone else's by now.
+    if token == tostring(tok) and datas[i] then
+      out[#out + 1] = id
+      out[#out + 1] = datas[i]
+      out[#out + 1] = count
+    end
+  end
+  return out
+end
+
 local now = now_ms()
 local hold = liveness(state, now, tonumber(ARGV[4]), lease_ms)
 
@@ -84,6 +113,12 @@ if n > 0 then
     if got > 0 then
       bulk('ZADD', active, zargs)
       bulk('HSET', meta, margs)
+      local leased = {}
+      for i = 3, #out, 3 do
+        leased[#leased + 1] = out[i]
+      end
+      -- Replays come within the client's retries: seconds, and never past the lease.
+      redis.call('SET', receipt, cmsgpack.pack({tok, leased}), 'PX', math.min(lease_ms, 10000))
     end
   end
 end
