@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import secrets
@@ -136,6 +137,10 @@ class RedisBroker:
         self._exec = client.execute_command if self._lanes is None else self._lanes.execute
         self._vt = float(visibility_timeout)
         self._prefix = prefix
+        # Claim receipts are named <this broker's random tag>-<counter>: unique across processes
+        # without a call to the OS random source per claim.
+        self._claim_tag = secrets.token_hex(8)
+        self._claim_seq = itertools.count()
         self._close_client = close_client
         self._lease_ms = math.ceil(self._vt * 1000)
         self._grace_ms = math.ceil(min(self._vt / 4, 5.0) * 1000)
@@ -212,14 +217,15 @@ class RedisBroker:
                 deliveries, hint = await self._claim(queue, keys, count)
         return deliveries
 
-    def _claim_call(self, keys: _Keys, count: int) -> tuple[list[str], list[Any]]:
-        """The KEYS and ARGV of one claim: a receipt key of its own, then receipts to delete (``lua/claim.lua``)."""
+    def _claim_call(self, keys: _Keys, count: int) -> tuple[str, list[str], list[Any]]:
+        """This claim's receipt key, and its KEYS (the receipt, then receipts to delete) and ARGV (``lua/claim.lua``)."""
+        receipt = f"{keys.receipt}{self._claim_tag}-{next(self._claim_seq)}"
         done, keys.settled = keys.settled, []
         args = [count, self._lease_ms, self._grace_ms, self._gap_ms, MOVE_LIMIT]
-        return [*keys.claim, keys.receipt + secrets.token_hex(8), *done], args
+        return receipt, [*keys.claim, receipt, *done], args
 
     async def _claim(self, queue: str, keys: _Keys, count: int) -> tuple[list[Delivery], float]:
-        claim_keys, args = self._claim_call(keys, count)
+        receipt, claim_keys, args = self._claim_call(keys, count)
         claim = asyncio.ensure_future(_lua.CLAIM(self._client, claim_keys, args, self._exec))
         try:
             reply = await asyncio.shield(claim)
@@ -231,13 +237,13 @@ class RedisBroker:
         except RedisError as exc:
             msg = f"could not fetch from queue {queue!r}: {exc}"
             raise BrokerError(msg) from exc
-        return self._received(keys, claim_keys, reply)
+        return self._received(keys, receipt, reply)
 
     @staticmethod
-    def _received(keys: _Keys, claim_keys: list[str], reply: list[Any]) -> tuple[list[Delivery], float]:
+    def _received(keys: _Keys, receipt: str, reply: list[Any]) -> tuple[list[Delivery], float]:
         deliveries = _deliveries(reply)
         if deliveries:
-            keys.settled.append(claim_keys[len(keys.claim)])
+            keys.settled.append(receipt)
         return deliveries, float(reply[1])
 
     async def _undo_claim(self, queue: str, keys: _Keys, claim: asyncio.Future[Any]) -> None:
@@ -264,7 +270,7 @@ class RedisBroker:
                 msg = f"could not wait for work on queue {queue!r}: {exc}"
                 raise BrokerError(msg) from exc
             return await self._claim(queue, keys, count)
-        claim_keys, args = self._claim_call(keys, count)
+        receipt, claim_keys, args = self._claim_call(keys, count)
         claim = _lua.CLAIM.args(claim_keys, args)
         # The connection's id comes back first (at once), so a cancelled wait can be unblocked.
         waiter = _Waiter()
@@ -282,7 +288,7 @@ class RedisBroker:
         if isinstance(reply, RedisError):
             msg = f"could not fetch from queue {queue!r}: {reply}"
             raise BrokerError(msg) from reply
-        return self._received(keys, claim_keys, reply)
+        return self._received(keys, receipt, reply)
 
     async def _undo_wait(self, queue: str, keys: _Keys, waiter: _Waiter, exchange: asyncio.Future[list[Any]]) -> None:
         """A fetch was cancelled while it waited: end the wait now, and give back what its claim took.

@@ -77,7 +77,7 @@ if n > 0 then
     local datas = redis.call('HMGET', data, unpack(ids))
     local metas = redis.call('HMGET', meta, unpack(ids))
     local deadline = now + lease_ms
-    local zargs, margs, taken = {}, {}, {}
+    local zargs, margs, taken, leased = {}, {}, {}, {}
     for i, id in ipairs(ids) do
       local d = datas[i]
       local count, token = parse_meta(metas[i])
@@ -106,6 +106,7 @@ if n > 0 then
           out[#out + 1] = id
           out[#out + 1] = d
           out[#out + 1] = count
+          leased[#leased + 1] = id
           got = got + 1
         end
       end
@@ -113,10 +114,6 @@ if n > 0 then
     if got > 0 then
       bulk('ZADD', active, zargs)
       bulk('HSET', meta, margs)
-      local leased = {}
-      for i = 3, #out, 3 do
-        leased[#leased + 1] = out[i]
-      end
       -- Replays come within the client's retries: seconds, and never past the lease.
       redis.call('SET', receipt, cmsgpack.pack({tok, leased}), 'PX', math.min(lease_ms, 10000))
     end
