@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -181,3 +182,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
     finally:
         writer.close()  # one side hung up: pass it on, so the other direction ends too
+
+
+async def blocked_in_blpop(client: Any) -> bool:
+    """Whether some client of the server behind ``client`` (a redis-py asyncio client) waits in a BLPOP."""
+    return any(c["cmd"] == "blpop" and "b" in c["flags"] for c in await client.client_list())

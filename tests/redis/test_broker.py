@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as redis
 from redis.crc import key_slot
 
+from servers import blocked_in_blpop
 from tasqueue.broker import Delivery, Envelope
 from tasqueue.testing import eventually
 from tasqueue_redis import QueueStats, RedisBroker, _lanes, _lua
@@ -79,21 +80,16 @@ async def test_a_fetch_cancelled_while_idle_stops_waiting_at_once(redis_server, 
     raw = redis.Redis.from_url(redis_server.url)
     for _ in range(3):
         fetching = asyncio.create_task(broker.fetch(Q, 5, timeout=20))
-        await eventually(lambda: _blocked(raw))
+        await eventually(lambda: blocked_in_blpop(raw))
         fetching.cancel()
         with pytest.raises(asyncio.CancelledError):
             await fetching
         # Its wait blocks for 2 s at a time; the clean-up unblocks it instead of waiting that out.
         async with asyncio.timeout(1):
             await asyncio.gather(*broker._background)
-        assert not await _blocked(raw)
+        assert not await blocked_in_blpop(raw)
     await raw.aclose()
     await broker.close()
-
-
-async def _blocked(raw: redis.Redis) -> bool:
-    """Whether some client waits in a BLPOP (a fetch on an empty queue)."""
-    return any(c["cmd"] == "blpop" and "b" in c["flags"] for c in await raw.client_list())
 
 
 async def test_without_the_client_command_a_waiting_fetch_still_works(redis_server, prefix: str) -> None:
@@ -104,13 +100,13 @@ async def test_without_the_client_command_a_waiting_fetch_still_works(redis_serv
     url = redis_server.url.replace("redis://", f"redis://{user}:pw@")
     broker = RedisBroker.from_url(url, prefix=prefix, visibility_timeout=4)  # waits block for 1 s
     fetching = asyncio.create_task(broker.fetch(Q, 5, timeout=10))
-    await eventually(lambda: _blocked(raw))
+    await eventually(lambda: blocked_in_blpop(raw))
     await broker.enqueue(Q, [Envelope("a", b"1")])
     (got,) = await fetching
     await broker.ack(Q, [got])
 
     fetching = asyncio.create_task(broker.fetch(Q, 5, timeout=10))
-    await eventually(lambda: _blocked(raw))
+    await eventually(lambda: blocked_in_blpop(raw))
     fetching.cancel()
     with pytest.raises(asyncio.CancelledError):
         await fetching
@@ -133,7 +129,7 @@ async def test_a_fetch_cancelled_while_waiting_gives_back_what_a_racing_wake_lea
     cancelled = 0
     for n in range(40):
         fetching = asyncio.create_task(broker.fetch(Q, 5, timeout=20))
-        await eventually(lambda: _blocked(raw))
+        await eventually(lambda: blocked_in_blpop(raw))
         await broker.enqueue(Q, [Envelope(f"m{n}", b"x")])  # the wake has happened: the claim ran
         for _ in range(n % 4):
             await asyncio.sleep(0)  # and its reply is on its way, or read, or being read
@@ -148,7 +144,7 @@ async def test_a_fetch_cancelled_while_waiting_gives_back_what_a_racing_wake_lea
     assert [d.id for d in everything] == [f"m{n}" for n in range(40)]
     assert {d.deliveries for d in everything} == {1}  # a claim given back is not a delivery
     assert cancelled > 0
-    assert not await _blocked(raw)
+    assert not await blocked_in_blpop(raw)
     await broker.ack(Q, everything)
     await raw.aclose()
     await broker.close()
@@ -161,7 +157,7 @@ async def test_without_hiredis_redis_py_packs_the_commands(redis_server, prefix:
     broker._lanes._pack = _lanes._pack_python
     raw = redis.Redis.from_url(redis_server.url)
     fetching = asyncio.create_task(broker.fetch(Q, 5, timeout=10))
-    await eventually(lambda: _blocked(raw))  # the pipelined wait-then-claim is on the wire
+    await eventually(lambda: blocked_in_blpop(raw))  # the pipelined wait-then-claim is on the wire
     await broker.enqueue(Q, [Envelope("a", b"1")])
     (got,) = await fetching
     assert (got.id, got.data, got.deliveries) == ("a", b"1", 1)

@@ -49,6 +49,13 @@ async def statuses(srv: Server, ids: list[str]) -> Counter[str]:
     return Counter("missing" if raw is None else decode_job(raw).status.value for raw in raws)
 
 
+async def run_dry(srv: Server, workers, ids: list[str]) -> Counter[str]:
+    """Wait until every one of ``ids`` is in ``workers``' ledger (the fixture) and the queue is empty; return their statuses."""
+    await workers.wait_for(lambda: workers.done() >= set(ids), timeout=120, what="every enqueued job in the ledger")
+    await workers.wait_for(lambda: _idle(srv.broker), timeout=30, what="an empty queue")
+    return await statuses(srv, ids)
+
+
 def tally(lines: list, ids: list[str]) -> dict[str, int]:
     runs = Counter(line.job_id for line in lines)
     return {
@@ -73,9 +80,7 @@ async def test_sigkill_of_a_busy_worker_loses_no_job(redis_server, prefix, worke
         victim.kill()
         victim.wait()
         killed_at = time.time()
-        await workers.wait_for(lambda: workers.done() >= set(ids), timeout=120, what="every job in the ledger")
-        await workers.wait_for(lambda: _idle(srv.broker), timeout=30, what="an empty queue")
-        final = await statuses(srv, ids)
+        final = await run_dry(srv, workers, ids)
 
     lines = workers.lines()
     figures = tally(lines, ids)
@@ -138,9 +143,7 @@ async def test_redis_restart_mid_run_loses_nothing_acknowledged(make_redis, pref
         up_at = time.time()
         await producing
         everything = [*ids, *acked]
-        await workers.wait_for(lambda: workers.done() >= set(everything), timeout=120, what="every acknowledged job")
-        await workers.wait_for(lambda: _idle(srv.broker), timeout=30, what="an empty queue")
-        final = await statuses(srv, everything)
+        final = await run_dry(srv, workers, everything)
 
     lines = workers.lines()
     figures = tally(lines, everything)
@@ -197,9 +200,7 @@ async def test_connections_reset_again_and_again_lose_nothing(make_redis, prefix
             proxy.reset()
         calm_at = time.time()
         await producing
-        await workers.wait_for(lambda: workers.done() >= set(acked), timeout=120, what="every acknowledged job")
-        await workers.wait_for(lambda: _idle(srv.broker), timeout=30, what="an empty queue")
-        final = await statuses(srv, acked)
+        final = await run_dry(srv, workers, acked)
     await proxy.close()
 
     lines = workers.lines()
@@ -291,9 +292,7 @@ async def test_a_redis_pause_longer_than_the_lease_reaps_no_live_lease(make_redi
         await asyncio.sleep(pause)  # the fault itself: Redis stays stopped this long
         server.resume()
         resumed_at = time.time()
-        await workers.wait_for(lambda: workers.done() >= set(ids), timeout=120, what="every job in the ledger")
-        await workers.wait_for(lambda: _idle(srv.broker), timeout=30, what="an empty queue")
-        final = await statuses(srv, ids)
+        final = await run_dry(srv, workers, ids)
 
     lines = workers.lines()
     figures = tally(lines, ids)

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 import redis.asyncio as redis
 
-from servers import RedisServer, free_port, need_binary, wait_for_port
+from servers import RedisServer, blocked_in_blpop, free_port, need_binary, wait_for_port
 from tasqueue import Job, JobCtx, JobStatus, Server
 from tasqueue.errors import BrokerError
 from tasqueue.testing import eventually, running
@@ -73,9 +73,6 @@ async def test_jobs_run_over_tls(tls_redis: TlsRedis) -> None:
     url = tls_redis.url(tls_redis.ca)
     plain = redis.Redis.from_url(tls_redis.server.url)
 
-    async def blocked() -> bool:
-        return any(c["cmd"] == "blpop" for c in await plain.client_list())
-
     async with Server(broker=url, results=url) as srv:
 
         @srv.task("shout")
@@ -85,7 +82,7 @@ async def test_jobs_run_over_tls(tls_redis: TlsRedis) -> None:
         first = await srv.enqueue(Job("shout", b"over tls"))
         async with running(srv):
             assert (await srv.wait(first, timeout=10)).status is JobStatus.SUCCESSFUL
-            await eventually(blocked)  # the worker waits on an empty queue: the pipelined wait
+            await eventually(lambda: blocked_in_blpop(plain))  # the worker waits on an empty queue: the pipelined wait
             second = await srv.enqueue(Job("shout", b"woken"))
             assert (await srv.wait(second, timeout=10)).status is JobStatus.SUCCESSFUL
         assert await srv.get_result(first) == b"OVER TLS"
