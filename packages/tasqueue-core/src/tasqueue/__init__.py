@@ -21,6 +21,7 @@ from tasqueue.broker import Broker, Delivery, Envelope
 from tasqueue.errors import (
     BrokerError,
     ConfigurationError,
+    EnqueueError,
     JobError,
     JobTimeoutError,
     NotFoundError,
@@ -51,6 +52,7 @@ __all__ = [
     "ChainOpts",
     "ConfigurationError",
     "Delivery",
+    "EnqueueError",
     "EnqueueNext",
     "Envelope",
     "Group",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import time
 import weakref
 from collections import deque
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from tasqueue.broker import Delivery, Envelope
+from tasqueue.broker import PENDING_LIMIT, Delivery, Envelope
 from tasqueue.errors import ConfigurationError, NotFoundError
 from tasqueue.hookspecs import RegisterBroker, RegisterResults, hookimpl
 from tasqueue.results import Write
@@ -185,8 +186,8 @@ class MemoryBroker:
     async def get_pending(self, queue: str) -> list[bytes]:
         q = self._queue(queue)
         self._tick(q, self._clock())
-        ids = list(q.ready) + [id_ for _, _, id_ in sorted(q.delayed)]
-        return [q.items[i].data for i in ids if i in q.items]
+        ids = [*itertools.islice(q.ready, PENDING_LIMIT), *(id_ for _, _, id_ in heapq.nsmallest(PENDING_LIMIT, q.delayed))]
+        return [q.items[i].data for i in ids if i in q.items][:PENDING_LIMIT]
 
     async def close(self) -> None:
         return None

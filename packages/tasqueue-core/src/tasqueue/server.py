@@ -23,7 +23,7 @@ from tasqueue import _schedule
 from tasqueue._codec import DecodeErrors, decode_chain, decode_group, decode_job, encode
 from tasqueue._keys import chain_key, derived_id, group_key, job_key, new_id, result_key, schedule_key
 from tasqueue.broker import Broker, Envelope
-from tasqueue.errors import BrokerError, ConfigurationError, NotFoundError, TasqueueError
+from tasqueue.errors import BrokerError, ConfigurationError, EnqueueError, NotFoundError, TasqueueError
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, Group, Job
 from tasqueue.messages import ChainMessage, GroupMessage, JobMessage, JobStatus
 from tasqueue.middleware import Middleware, compose_enqueue
@@ -207,11 +207,12 @@ class Server:
         return chain_id
 
     async def _undo_on_error(self, enqueue: Awaitable[object], key: str) -> None:
-        """Await ``enqueue``; if it fails, delete the group/chain document written for it."""
+        """Await ``enqueue``; if it fails before publishing anything, delete the group/chain document written for it."""
         try:
             await enqueue
-        except BaseException:
-            await asyncio.shield(self.results.delete([key]))
+        except BaseException as exc:
+            if not (isinstance(exc, EnqueueError) and (exc.enqueued or exc.unknown)):
+                await asyncio.shield(self.results.delete([key]))
             raise
 
     async def cancel_schedule(self, schedule_id: str) -> None:
@@ -291,12 +292,17 @@ class Server:
         already stored is not published again (see ``_store_then_publish``).
 
         If publishing fails, the records just written are deleted again, so no ``queued`` job
-        is left behind that no broker holds.
+        is left behind that no broker holds; if it fails part-way, only the records of jobs
+        surely not published go, and the ``EnqueueError`` says which ids were published.
         """
         if not messages:
             return []
         data = [encode(m) for m in messages]
-        writes = [Write(job_key(m.id), d, version=0) for m, d in zip(messages, data, strict=True)]
+        # A job due later keeps its record until it runs (the run's writes bring the store's
+        # expiry back): an eta beyond the expiry must not find its record gone.
+        writes = [
+            Write(job_key(m.id), d, version=0, persist=m.job.opts.eta is not None) for m, d in zip(messages, data, strict=True)
+        ]
         writes += [
             Write(schedule_key(m.id), d, persist=True) for m, d in zip(messages, data, strict=True) if m.schedule_id == m.id
         ]
@@ -320,9 +326,9 @@ class Server:
             stored = exc
         try:
             await publishing
-        except BaseException:
+        except BaseException as exc:
             if stored is None:
-                await asyncio.shield(self._forget([m.id for m in messages]))
+                await asyncio.shield(self._forget(_unpublished(exc, [m.id for m in messages])))
             raise
         if stored is not None:
             # The broker has the jobs and they will run; raising would invite the caller to
@@ -349,27 +355,47 @@ class Server:
         chosen = [(m, d) for m, d, ok in zip(messages, data, written, strict=False) if ok or m.id in republish]
         try:
             await self._publish([m for m, _ in chosen], [d for _, d in chosen])
-        except BaseException:
+        except BaseException as exc:
             if fresh:
-                await asyncio.shield(self._forget(fresh))
+                await asyncio.shield(self._forget(_unpublished(exc, fresh)))
             raise
 
     async def _publish(self, messages: Sequence[JobMessage], data: Sequence[bytes]) -> None:
-        """Publish encoded messages to their queues, each held until its ``eta``."""
+        """Publish encoded messages to their queues, each held until its ``eta``.
+
+        Raises ``EnqueueError`` if some were published before the broker failed.
+        """
         by_queue: dict[str, list[Envelope]] = {}
         now = datetime.now(UTC)
         for m, d in zip(messages, data, strict=True):
             eta = m.job.opts.eta
             delay = (eta - now).total_seconds() if eta is not None else 0.0
             by_queue.setdefault(m.queue, []).append(Envelope(m.id, d, max(delay, 0.0)))
-        try:
-            for queue, envelopes in by_queue.items():
+        published: list[str] = []
+        queues = list(by_queue.items())
+        for n, (queue, envelopes) in enumerate(queues):
+            try:
                 await self.broker.enqueue(queue, envelopes)
-        except TasqueueError:
-            raise
-        except Exception as exc:
-            msg = f"could not publish {len(messages)} job(s): {exc}"
-            raise BrokerError(msg) from exc
+            except Exception as exc:
+                if isinstance(exc, EnqueueError):
+                    published += exc.enqueued
+                    unknown, failed = list(exc.unknown), list(exc.not_enqueued)
+                else:
+                    unknown, failed = [], [e.id for e in envelopes]
+                if not (published or unknown):
+                    if isinstance(exc, TasqueueError):
+                        raise
+                    msg = f"could not publish {len(messages)} job(s): {exc}"
+                    raise BrokerError(msg) from exc
+                failed += (e.id for _, later in queues[n + 1 :] for e in later)
+                msg = (
+                    f"published {len(published)} of {len(messages)} job(s) before the broker failed (their ids are in "
+                    f".enqueued), {len(unknown)} may have been (.unknown: the reply was lost), {len(failed)} were not "
+                    "(.not_enqueued). Enqueue the unknown and unpublished ones again under the same ids "
+                    f"(JobOpts(id=...)) so that none runs twice. The broker said: {exc}"
+                )
+                raise EnqueueError(msg, enqueued=published, unknown=unknown, not_enqueued=failed) from exc
+            published += (e.id for e in envelopes)
 
     async def _forget(self, ids: list[str]) -> None:
         try:
@@ -593,6 +619,14 @@ def _start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
     if sys.version_info >= (3, 12):
         return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)
     return asyncio.create_task(coro)
+
+
+def _unpublished(exc: BaseException, ids: list[str]) -> list[str]:
+    """Which of ``ids`` a failed publish surely did not publish: all of them, unless it says otherwise."""
+    if isinstance(exc, EnqueueError):
+        failed = set(exc.not_enqueued)
+        return [i for i in ids if i in failed]
+    return ids
 
 
 class _StatusOnly(msgspec.Struct):
