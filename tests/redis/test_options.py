@@ -259,7 +259,7 @@ async def test_a_wrong_password_is_not_retried_and_says_what_to_fix(redis_server
     url = redis_server.url.replace("redis://", f"redis://{user}:wrong@")
     broker = RedisBroker.from_url(url)  # default retries: the error must end them, not their count
     results = RedisResults.from_url(url)
-    with pytest.raises(BrokerError, match=rf"refused the credentials.*check the username and password in the URL"):
+    with pytest.raises(BrokerError, match=r"refused the credentials.*check the username and password in the URL"):
         await broker.enqueue("q", [Envelope("a", b"1")])
     with pytest.raises(ResultsError, match="refused the credentials"):
         await results.get("k")

@@ -155,7 +155,6 @@ def parse_url(url: str, kind: Kind, overrides: Mapping[str, Any]) -> tuple[str, 
 def make_client(url: str, options: Mapping[str, Any]) -> Any:
     """A ``redis.asyncio.Redis`` (or ``RedisCluster`` with ``cluster=true``) for a bare URL."""
     from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-
     from redis.backoff import EqualJitterBackoff
 
     from tasqueue_redis._errors import GuardedRetry, target_of

@@ -80,9 +80,9 @@ def _known(exc: BaseException, where: str) -> str | None:
             )
         if isinstance(cause, ssl.SSLError):
             reason = (cause.reason or "").lower()
-            if "wrong_version" in reason or "record_layer" in reason or "packet_length" in reason or "http_request" in reason:
-                return f"{where} does not speak TLS ({cause}): it is a plaintext port; use redis:// for it, or the server's tls-port"
-            return f"the TLS handshake with {where} failed ({cause}): check ssl_certfile/ssl_keyfile and the server's tls settings"
+            if any(sign in reason for sign in ("wrong_version", "record_layer", "packet_length", "http_request")):
+                return f"{where} does not speak TLS ({cause}): a plaintext port; use redis:// for it, or the server's tls-port"
+            return f"the TLS handshake with {where} failed ({cause}): check ssl_certfile, ssl_keyfile and the server's TLS setup"
     return None
 
 
@@ -125,7 +125,7 @@ async def unrecoverable(exc: BaseException, target: Target | None, where: str = 
     reason = _known(exc, where)
     if reason is None and target is not None and not target.connected:
         if target.tls and isinstance(exc, (RedisTimeoutError, TimeoutError)) and await _speaks_plain_redis(target):
-            reason = f"{where} answers in plaintext, not TLS (the TLS handshake timed out): use redis:// for it, or the server's tls-port"
+            reason = f"{where} answers in plaintext, not TLS (the handshake timed out): use redis:// for it, or the tls-port"
         elif (
             not target.tls
             and isinstance(exc, (RedisConnectionError, ConnectionError))

@@ -449,7 +449,7 @@ class RedisBroker:
     async def close(self) -> None:
         if self._background:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*self._background, return_exceptions=True), timeout=5.0)
+                await asyncio.wait_for(asyncio.gather(*self._background, return_exceptions=True), timeout=2.0)
         if self._lanes is not None:
             await self._lanes.close()
         if self._close_client:
