@@ -22,19 +22,23 @@ from tasqueue.errors import (
     BrokerError,
     ConfigurationError,
     JobError,
+    JobFailedError,
     JobTimeoutError,
     NotFoundError,
+    PayloadError,
     PluginConflictError,
     ResultsError,
     TasqueueError,
     UnknownSchemeError,
     UnknownTaskError,
 )
+from tasqueue.handles import TaskHandle
 from tasqueue.hookspecs import hookimpl
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, ChainOpts, Group, GroupOpts, Job, JobOpts
 from tasqueue.messages import ChainMessage, ChainMeta, GroupMessage, GroupMeta, JobMessage, JobStatus, Meta
 from tasqueue.middleware import EnqueueNext, Middleware, ProcessNext
-from tasqueue.results import Results, Write
+from tasqueue.results import FinishWatch, NotifyingResults, Results, Write
+from tasqueue.schedules import Schedule
 from tasqueue.server import Server
 from tasqueue.sync import BlockingServer
 from tasqueue.tasks import Handler, JobCtx, TaskOpts
@@ -53,6 +57,7 @@ __all__ = [
     "Delivery",
     "EnqueueNext",
     "Envelope",
+    "FinishWatch",
     "Group",
     "GroupMessage",
     "GroupMeta",
@@ -61,6 +66,7 @@ __all__ = [
     "Job",
     "JobCtx",
     "JobError",
+    "JobFailedError",
     "JobMessage",
     "JobOpts",
     "JobStatus",
@@ -68,11 +74,15 @@ __all__ = [
     "Meta",
     "Middleware",
     "NotFoundError",
+    "NotifyingResults",
+    "PayloadError",
     "PluginConflictError",
     "ProcessNext",
     "Results",
     "ResultsError",
+    "Schedule",
     "Server",
+    "TaskHandle",
     "TaskOpts",
     "TasqueueError",
     "UnknownSchemeError",
