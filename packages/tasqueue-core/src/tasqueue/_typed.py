@@ -75,6 +75,7 @@ class Shape:
     result: Codec[Any] | None  # None: the handler returns nothing worth storing
     takes_ctx: bool
     is_async: bool
+    default: Any = inspect.Parameter.empty  # the payload parameter's default, if it has one
 
     @property
     def raw(self) -> bool:
@@ -85,15 +86,11 @@ class Shape:
 def shape_of(fn: Callable[..., Any], name: str) -> Shape:
     """Read the payload type, result type and arity of ``fn``."""
     try:
-        params = [
-            p
-            for p in inspect.signature(fn).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-        ]
+        params = [p for p in inspect.signature(fn).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     except (TypeError, ValueError):
         params = []
     if not 1 <= len(params) <= 2:
-        msg = f"the handler of task {name!r} must take (payload) or (payload, ctx), got {len(params)} required parameter(s)"
+        msg = f"the handler of task {name!r} must take (payload) or (payload, ctx), got {len(params)} positional parameter(s)"
         raise TypeError(msg)
     target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else getattr(fn, "__call__", fn)  # noqa: B004
     try:
@@ -113,7 +110,8 @@ def shape_of(fn: Callable[..., Any], name: str) -> Shape:
         result = RAW
     else:
         result = Codec(returns)  # a typed handler without a return annotation stores msgpack of Any
-    return Shape(Codec(payload_type), result, len(params) == 2, is_async_callable(fn))
+    default = params[0].default
+    return Shape(Codec(payload_type), result, len(params) == 2, is_async_callable(fn), default)
 
 
 def wrap(fn: Callable[..., Any], shape: Shape, name: str) -> Handler:

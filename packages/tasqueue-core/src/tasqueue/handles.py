@@ -18,11 +18,13 @@ without a function: ``TaskHandle(srv, "add", payload=AddArgs, result=int, queue=
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from tasqueue._typed import RAW, Codec, shape_of, wrap
+from tasqueue._schedule import validate as validate_cron
+from tasqueue._typed import RAW, Codec, Shape, shape_of, wrap
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Job, JobOpts
 from tasqueue.tasks import Callback, ErrorCallback, JobCtx, TaskOpts
 
@@ -235,24 +237,30 @@ def register(server: Server, fn: Callable[..., Any], name: str | None, options: 
         options.pop("queue", None)
     opts = TaskOpts(**options)
     shape = shape_of(fn, name)
-    server.register_task(name, wrap(fn, shape, name), opts)
     handle: TaskHandle[Any, Any] = TaskHandle(server, name, payload=shape.payload.type, opts=opts, fn=fn)
     handle._result = shape.result or RAW
-    server.task.handles[name] = handle
+    scheduled = handle.job(_empty_payload(shape, name)) if schedule else None
     if schedule:
-        server.schedule(name, handle.job(_empty_payload(fn, shape.payload, name)), schedule)
+        validate_cron(schedule)
+    server.register_task(name, wrap(fn, shape, name), opts)
+    server.task.handles[name] = handle
+    if scheduled is not None:
+        server.schedule(name, scheduled, schedule)
     return handle
 
 
-def _empty_payload(fn: Callable[..., Any], payload: Codec[Any], name: str) -> Any:
-    """The payload a schedule declared on a task runs with: b"" or the payload type built bare."""
-    if payload.raw:
+def _empty_payload(shape: Shape, name: str) -> Any:
+    """The payload a schedule declared on a task runs with: the payload parameter's default,
+    ``b""`` for a bytes task, or the payload type built without arguments."""
+    if shape.default is not inspect.Parameter.empty:
+        return shape.default
+    if shape.payload.raw:
         return b""
     try:
-        return payload.type()
+        return shape.payload.type()
     except TypeError:
         msg = (
-            f"task {name!r} declares a schedule but its payload type {payload!r} needs arguments; "
-            "declare the schedule with srv.schedule(name, task.job(payload), cron) instead"
+            f"task {name!r} declares a schedule but its payload ({shape.payload!r}) has no default; give the "
+            "payload parameter a default, or declare the schedule with srv.schedule(name, task.job(payload), cron)"
         )
         raise TypeError(msg) from None

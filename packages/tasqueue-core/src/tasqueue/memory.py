@@ -189,6 +189,16 @@ class MemoryBroker:
         ids = list(q.ready) + [id_ for _, _, id_ in sorted(q.delayed)]
         return [q.items[i].data for i in ids if i in q.items]
 
+    def outstanding(self, queue: str) -> int:
+        """Messages of ``queue`` that are due or leased: work a worker has yet to finish.
+
+        Delayed messages not due yet do not count. ``tasqueue.testing`` drains a worker by
+        waiting until this is 0 on every queue.
+        """
+        q = self._queue(queue)
+        self._tick(q, self._clock())
+        return len(q.ready) + len(q.leased)
+
     async def close(self) -> None:
         return None
 

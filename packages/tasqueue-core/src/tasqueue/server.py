@@ -13,7 +13,6 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
@@ -21,9 +20,9 @@ import msgspec
 
 from tasqueue import _schedule, _waiting, schedules
 from tasqueue._clock import Clock, SystemClock
-from tasqueue._typed import Codec
 from tasqueue._codec import DecodeErrors, decode_chain, decode_group, decode_job, encode
 from tasqueue._keys import chain_key, derived_id, group_key, job_key, new_id, result_key, schedule_key
+from tasqueue._typed import Codec
 from tasqueue.broker import Broker, Envelope
 from tasqueue.errors import BrokerError, ConfigurationError, NotFoundError, TasqueueError
 from tasqueue.handles import TaskDecorator
@@ -468,7 +467,7 @@ class Server:
         worker's traceback) if the job failed, ``TimeoutError`` after ``timeout`` seconds, and
         ``NotFoundError`` for an id the store does not hold.
         """
-        decode = None if type is None else Codec(type).decode
+        decode: Callable[[bytes], Any] | None = None if type is None else Codec(type).decode
         return await _waiting.result(self, job_id, decode, timeout=timeout)
 
     async def get_group(self, group_id: str) -> GroupMessage:
