@@ -107,6 +107,10 @@ class NotifyingResults(Protocol):
     reading the job's status over and over. A store without it is polled.
     """
 
-    def watch(self, ids: Sequence[str]) -> AbstractAsyncContextManager[FinishWatch]:
-        """Watch ``ids``: every success/failed add of one of them after ``__aenter__`` returns wakes the watch."""
+    def watch(self, ids: Sequence[str]) -> AbstractAsyncContextManager[FinishWatch | None]:
+        """Watch ``ids``: every success/failed add of one of them after ``__aenter__`` returns wakes the watch.
+
+        A store that cannot notify at the moment (its connection is down, a client kind without
+        the means) yields ``None``, and the caller polls instead.
+        """
         ...
