@@ -30,7 +30,9 @@ from tasqueue.errors import (
     UnknownSchemeError,
     UnknownTaskError,
 )
+from tasqueue.control import JobState
 from tasqueue.hookspecs import hookimpl
+from tasqueue.inspector import Inspector, JobFilter
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, ChainOpts, Group, GroupOpts, Job, JobOpts
 from tasqueue.messages import ChainMessage, ChainMeta, GroupMessage, GroupMeta, JobMessage, JobStatus, Meta
 from tasqueue.middleware import EnqueueNext, Middleware, ProcessNext
@@ -58,11 +60,14 @@ __all__ = [
     "GroupMeta",
     "GroupOpts",
     "Handler",
+    "Inspector",
     "Job",
     "JobCtx",
     "JobError",
+    "JobFilter",
     "JobMessage",
     "JobOpts",
+    "JobState",
     "JobStatus",
     "JobTimeoutError",
     "Meta",
