@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasqueue.broker import Broker, Delivery, Envelope
+from tasqueue.control import JobState
 from tasqueue.errors import (
     BrokerError,
     ConfigurationError,
@@ -30,7 +31,6 @@ from tasqueue.errors import (
     UnknownSchemeError,
     UnknownTaskError,
 )
-from tasqueue.control import JobState
 from tasqueue.hookspecs import hookimpl
 from tasqueue.inspector import Inspector, JobFilter
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, ChainOpts, Group, GroupOpts, Job, JobOpts

@@ -34,7 +34,9 @@ def _parse(cursor: str) -> tuple[float, str]:
         raise ValueError(msg) from None
 
 
-def _slice(entries: list[tuple[float, str]], cursor: str | None, limit: int, newest_first: bool) -> tuple[list[tuple[float, str]], str | None]:
+def _slice(
+    entries: list[tuple[float, str]], cursor: str | None, limit: int, newest_first: bool
+) -> tuple[list[tuple[float, str]], str | None]:
     """A page of ``entries`` (sorted by time, then id) strictly after ``cursor`` in the chosen direction."""
     if newest_first:
         entries = entries[::-1]
@@ -152,11 +154,8 @@ class MemoryControl:
             msg = f"remove_all takes queued, delayed or retrying, not {state.value!r}"
             raise ValueError(msg)
         q = self._q(queue)
-        if state is JobState.QUEUED:
-            ids = list(q.ready)[:limit]
-        else:
-            ids = [id_ for _, id_ in self._entries(queue, state)][:limit]
-        return self._drop(q, ids)
+        waiting = list(q.ready) if state is JobState.QUEUED else [id_ for _, id_ in self._entries(queue, state)]
+        return self._drop(q, waiting[:limit])
 
     async def promote(self, queue: str, ids: Sequence[str]) -> list[str]:
         q = self._q(queue)

@@ -190,7 +190,10 @@ def _version() -> str:
 
 
 async def note_schedules(broker: object, messages: Sequence[Any], log: Any) -> None:
-    """Tell the broker's control plane about the schedules of ``messages`` (best effort: a lost note only hides a schedule from listings)."""
+    """Tell the broker's control plane about the schedules of ``messages``.
+
+    Best effort: a lost note only hides a schedule from listings until its next run.
+    """
     control = control_of(broker)
     if control is None:
         return

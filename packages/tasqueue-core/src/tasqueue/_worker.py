@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, cast
 import msgspec
 
 from tasqueue._codec import DecodeErrors, decode_job, encode
-from tasqueue._presence import Presence, traceback_writes
 from tasqueue._keys import (
     PHASE_DONE,
     PHASE_HANDED_BACK,
@@ -38,6 +37,7 @@ from tasqueue._keys import (
     schedule_key,
     status_version,
 )
+from tasqueue._presence import Presence, traceback_writes
 from tasqueue.broker import Delivery
 from tasqueue.errors import JobTimeoutError, UnknownTaskError
 from tasqueue.jobs import Job

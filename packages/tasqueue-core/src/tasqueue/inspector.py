@@ -458,7 +458,13 @@ class Inspector:
                 job = msgspec.structs.replace(job, opts=msgspec.structs.replace(job.opts, eta=None))
             fresh.append(
                 msgspec.structs.replace(
-                    message, status=JobStatus.QUEUED, retried=0, stalls=0, processed_at=None, enqueued_at=datetime.now(UTC), job=job
+                    message,
+                    status=JobStatus.QUEUED,
+                    retried=0,
+                    stalls=0,
+                    processed_at=None,
+                    enqueued_at=datetime.now(UTC),
+                    job=job,
                 )
             )
         if not fresh:

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 import msgspec
 
 from tasqueue import _schedule
-from tasqueue._presence import note_schedules
 from tasqueue._codec import DecodeErrors, decode_chain, decode_group, decode_job, encode
 from tasqueue._keys import chain_key, derived_id, group_key, job_key, new_id, result_key, schedule_key
+from tasqueue._presence import note_schedules
 from tasqueue.broker import Broker, Envelope
 from tasqueue.errors import BrokerError, ConfigurationError, NotFoundError, TasqueueError
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, Group, Job

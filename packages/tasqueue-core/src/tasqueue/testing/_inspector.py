@@ -168,7 +168,7 @@ class InspectorSuite(BrokerFixture, ResultsFixtures):
             report = await inspector.retry(JobFilter("rq", JobState.FAILED))
             assert (report.matched, report.done) == (3, 3)
             for job_id in ids:
-                await eventually(lambda j=job_id: _status(server, j, JobStatus.SUCCESSFUL))
+                assert (await server.wait(job_id, timeout=10)).status is JobStatus.SUCCESSFUL
             await eventually(lambda: _count(inspector, "rq", JobState.SUCCESSFUL, 3))
         assert (await inspector.queue("rq")).counts.failed == 0
         assert sorted(runs) == sorted(ids * 2)
