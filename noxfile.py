@@ -88,7 +88,8 @@ def quickstart(session: nox.Session) -> None:
 # again (+14 MB of peak memory, +0.3 s).
 BENCHES = {
     "memory": ("./packages/tasqueue-core",),
-    "redis": ("./packages/tasqueue-core", "./packages/tasqueue-redis[hiredis]"),
+    # The peers it runs beside tasqueue (benchmarks/peers.py) are bench-only: never in CI.
+    "redis": ("./packages/tasqueue-core", "./packages/tasqueue-redis[hiredis]", "huey>=2.5", "dramatiq[redis]>=1.17"),
     "otel": ("./packages/tasqueue-core", "./packages/tasqueue-otel[sdk]"),
 }
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasqueue.broker import Broker, Delivery, Envelope
+from tasqueue.control import JobState
 from tasqueue.errors import (
     BrokerError,
     ConfigurationError,
@@ -31,6 +32,7 @@ from tasqueue.errors import (
     UnknownTaskError,
 )
 from tasqueue.hookspecs import hookimpl
+from tasqueue.inspector import Inspector, JobFilter
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, ChainOpts, Group, GroupOpts, Job, JobOpts
 from tasqueue.messages import ChainMessage, ChainMeta, GroupMessage, GroupMeta, JobMessage, JobStatus, Meta
 from tasqueue.middleware import EnqueueNext, Middleware, ProcessNext
@@ -58,11 +60,14 @@ __all__ = [
     "GroupMeta",
     "GroupOpts",
     "Handler",
+    "Inspector",
     "Job",
     "JobCtx",
     "JobError",
+    "JobFilter",
     "JobMessage",
     "JobOpts",
+    "JobState",
     "JobStatus",
     "JobTimeoutError",
     "Meta",

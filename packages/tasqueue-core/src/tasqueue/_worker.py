@@ -37,6 +37,7 @@ from tasqueue._keys import (
     schedule_key,
     status_version,
 )
+from tasqueue._presence import Presence, traceback_writes
 from tasqueue.broker import Delivery
 from tasqueue.errors import JobTimeoutError, UnknownTaskError
 from tasqueue.jobs import Job
@@ -166,6 +167,8 @@ class _Settler:
                 worker.log.exception("could not write the outcome of %d job(s); retrying in %.2fs", len(outcomes), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
+        if success or failed:
+            worker.presence.finished({o.delivery.id: o.queue for o in outcomes}, success, failed)
         acks: dict[str, list[Delivery]] = {}
         for o in outcomes:
             if not o.nack:
@@ -225,6 +228,7 @@ class Worker:
         self._slot_events: dict[str, asyncio.Event] = {q: asyncio.Event() for q in server.queues}
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
+        self.presence = Presence(self)
         self._hard_stop = False
         sync_queues = {t.opts.queue for t in self.tasks.values() if not t.is_async}
         sync_slots = sum(server.queues[q].concurrency for q in sync_queues)
@@ -236,6 +240,7 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         settler = asyncio.create_task(self._settler.run(), name="tasqueue-settler")
         heartbeat = asyncio.create_task(self._heartbeat(), name="tasqueue-heartbeat")
+        presence = asyncio.create_task(self.presence.run(), name="tasqueue-presence")
         consumers = [
             asyncio.create_task(self._consume(queue, cfg.concurrency), name=f"tasqueue-consume:{queue}")
             for queue, cfg in self.server.queues.items()
@@ -249,6 +254,7 @@ class Worker:
             await self._stop_requested.wait()
         finally:
             # Cancelled from outside (or stopped): shut down gracefully either way.
+            presence.cancel()
             await asyncio.shield(self._shutdown(consumers, heartbeat, settler))
 
     async def stop(self) -> None:
@@ -294,6 +300,7 @@ class Worker:
                 await asyncio.gather(settler, return_exceptions=True)
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
+            await self.presence.leave()
         finally:
             if self._executor is not None:
                 # Threads cannot be interrupted; one still running finishes in the background.
@@ -342,6 +349,8 @@ class Worker:
         last, done_then = loop.time(), 0
         delay = _RETRY_MIN
         while True:
+            if self.presence.paused:
+                await self.presence.gate(queue)
             # Below one job per fetch the slots hardly idle (an in-process broker, or slow jobs),
             # and a small buffer would only fragment the fetches.
             during = rate * fetch_time
@@ -559,7 +568,9 @@ class Worker:
         data = encode(retrying)
         backoff = msg.job.opts.backoff or task.opts.backoff or self.server.backoff
         outcome = _Outcome(run.queue, run.delivery, nack=True, data=data, delay=backoff.delay(msg.retried))
-        self._settler.settle(outcome, [Write(job_key(msg.id), data, version=self._version(msg, run.delivery, PHASE_HANDED_BACK))])
+        write = Write(job_key(msg.id), data, version=self._version(msg, run.delivery, PHASE_HANDED_BACK))
+        self._settler.settle(outcome, [write, *traceback_writes(msg.id, exc)])
+        self.presence.retrying(run.queue, msg.id, outcome.delay)
 
     async def _fail(self, run: _Run, msg: JobMessage, err: str, exc: Exception | None, task: RegisteredTask | None) -> None:
         """Fail a job for good: ``failed_cb``, ``on_error`` jobs, status ``failed``, failed list, ack."""
@@ -572,7 +583,7 @@ class Worker:
                 return
         final = replace(msg, status=JobStatus.FAILED, prev_err=err)
         write = Write(job_key(msg.id), encode(final), version=self._version(msg, run.delivery, PHASE_DONE))
-        self._settler.settle(_Outcome(run.queue, run.delivery), [write], failed=msg.id)
+        self._settler.settle(_Outcome(run.queue, run.delivery), [write, *traceback_writes(msg.id, exc)], failed=msg.id)
 
     async def _enqueue_follow_ups(self, run: _Run, msg: JobMessage, follow: list[JobMessage]) -> bool:
         # The handler is done: its slot goes to the next job while the follow-ups are published.

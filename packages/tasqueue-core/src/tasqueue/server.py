@@ -22,6 +22,7 @@ import msgspec
 from tasqueue import _schedule
 from tasqueue._codec import DecodeErrors, decode_chain, decode_group, decode_job, encode
 from tasqueue._keys import chain_key, derived_id, group_key, job_key, new_id, result_key, schedule_key
+from tasqueue._presence import note_schedules
 from tasqueue.broker import Broker, Envelope
 from tasqueue.errors import BrokerError, ConfigurationError, NotFoundError, TasqueueError
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, Group, Job
@@ -304,6 +305,8 @@ class Server:
             await self._store_and_publish_new(messages, data, writes)
         else:
             await self._store_then_publish(messages, data, writes)
+        if any(m.schedule_id for m in messages):
+            await note_schedules(self.broker, messages, self.log)
         return [m.id for m in messages]
 
     async def _store_and_publish_new(self, messages: Sequence[JobMessage], data: list[bytes], writes: list[Write]) -> None:
