@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import msgspec
 import pytest
 
-from tasqueue import BrokerError, Envelope, Job, JobCtx, JobOpts, NotFoundError, Server
+from tasqueue import BrokerError, Envelope, Inspector, Job, JobCtx, JobOpts, NotFoundError, Server
 from tasqueue.memory import MemoryBroker, MemoryResults
 from tasqueue.testing import Harness, running
 
@@ -60,8 +60,8 @@ async def test_three_starts_of_an_app_run_a_schedule_once_per_tick() -> None:
                 tq.clock.advance(300)
                 await tq.drain()
                 assert ticks == ["report"] * n
-            (listed,) = await srv.get_schedules()
-            assert (listed.name, listed.cron, listed.task, listed.queue) == ("report", EVERY_5, "tick", "ticks")
+            (listed,) = await Inspector(srv).schedules()
+            assert (listed.cron, listed.task, listed.queue) == (EVERY_5, "tick", "ticks")
 
 
 async def test_a_changed_schedule_replaces_the_old_one_and_a_removed_one_stops() -> None:
@@ -69,12 +69,12 @@ async def test_a_changed_schedule_replaces_the_old_one_and_a_removed_one_stops()
     srv = boot(MemoryBroker(), MemoryResults(), ticks)
     async with Harness(srv) as tq:
         await tq.drain()
-        (before,) = await srv.get_schedules()
+        (before,) = await Inspector(srv).schedules()
         # A deploy: the new code runs the schedule hourly instead.
         deployed = boot(tq.broker, tq.results, ticks, cron="0 * * * *")
         deployed.clock = tq.clock
         async with running(deployed):
-            (after,) = await srv.get_schedules()
+            (after,) = await Inspector(srv).schedules()
             assert after.cron == "0 * * * *"
             assert after.id != before.id
             with pytest.raises(NotFoundError):
@@ -86,7 +86,7 @@ async def test_a_changed_schedule_replaces_the_old_one_and_a_removed_one_stops()
         removed = boot(tq.broker, tq.results, ticks, cron=None)
         removed.clock = tq.clock
         async with running(removed):
-            assert await srv.get_schedules() == []
+            assert await Inspector(srv).schedules() == []
             tq.clock.advance(3600)
             await tq.drain()
             assert ticks == ["report"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasqueue.broker import Broker, Delivery, Envelope
+from tasqueue.control import JobState
 from tasqueue.errors import (
     BrokerError,
     ConfigurationError,
@@ -34,11 +35,11 @@ from tasqueue.errors import (
 )
 from tasqueue.handles import TaskHandle
 from tasqueue.hookspecs import hookimpl
+from tasqueue.inspector import Inspector, JobFilter
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, ChainOpts, Group, GroupOpts, Job, JobOpts
 from tasqueue.messages import ChainMessage, ChainMeta, GroupMessage, GroupMeta, JobMessage, JobStatus, Meta
 from tasqueue.middleware import EnqueueNext, Middleware, ProcessNext
 from tasqueue.results import FinishWatch, NotifyingResults, Results, Write
-from tasqueue.schedules import Schedule
 from tasqueue.server import Server
 from tasqueue.sync import BlockingServer
 from tasqueue.tasks import Handler, JobCtx, TaskOpts
@@ -63,12 +64,15 @@ __all__ = [
     "GroupMeta",
     "GroupOpts",
     "Handler",
+    "Inspector",
     "Job",
     "JobCtx",
     "JobError",
     "JobFailedError",
+    "JobFilter",
     "JobMessage",
     "JobOpts",
+    "JobState",
     "JobStatus",
     "JobTimeoutError",
     "Meta",
@@ -80,7 +84,6 @@ __all__ = [
     "ProcessNext",
     "Results",
     "ResultsError",
-    "Schedule",
     "Server",
     "TaskHandle",
     "TaskOpts",

@@ -60,8 +60,11 @@ async def result(server: Server, job_id: str, decode: Callable[[bytes], Any] | N
     """Wait for job ``job_id`` and return its result, decoded; raise ``JobFailedError`` if it failed."""
     message = await wait(server, job_id, timeout=timeout, poll=0.05)
     if message.status is JobStatus.FAILED:
+        from tasqueue.inspector import error_key  # the inspector imports the Server
+
+        (tb,) = await server.results.get_many([error_key(job_id)])
         error_type, _, error = message.prev_err.partition(": ")
-        raise JobFailedError(job_id, error_type, error, message.traceback)
+        raise JobFailedError(job_id, error_type, error, "" if tb is None else tb.decode("utf-8", "replace"))
     (data,) = await server.results.get_many([result_key(job_id)])
     if data is None:
         return None

@@ -19,7 +19,6 @@ import asyncio
 import contextvars
 import logging
 import signal
-import traceback
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +36,7 @@ from tasqueue._keys import (
     schedule_key,
     status_version,
 )
+from tasqueue._presence import Presence, traceback_writes
 from tasqueue.broker import Delivery
 from tasqueue.errors import JobTimeoutError, PayloadError, UnknownTaskError
 from tasqueue.jobs import Job
@@ -166,6 +166,8 @@ class _Settler:
                 worker.log.exception("could not write the outcome of %d job(s); retrying in %.2fs", len(outcomes), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
+        if success or failed:
+            worker.presence.finished({o.delivery.id: o.queue for o in outcomes}, success, failed)
         acks: dict[str, list[Delivery]] = {}
         for o in outcomes:
             if not o.nack:
@@ -225,6 +227,7 @@ class Worker:
         self._slot_events: dict[str, asyncio.Event] = {q: asyncio.Event() for q in server.queues}
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
+        self.presence = Presence(self)
         self._hard_stop = False
         sync_queues = {t.opts.queue for t in self.tasks.values() if not t.is_async}
         sync_slots = sum(server.queues[q].concurrency for q in sync_queues)
@@ -236,6 +239,7 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         settler = asyncio.create_task(self._settler.run(), name="tasqueue-settler")
         heartbeat = asyncio.create_task(self._heartbeat(), name="tasqueue-heartbeat")
+        presence = asyncio.create_task(self.presence.run(), name="tasqueue-presence")
         consumers = [
             asyncio.create_task(self._consume(queue, cfg.concurrency), name=f"tasqueue-consume:{queue}")
             for queue, cfg in self.server.queues.items()
@@ -249,6 +253,7 @@ class Worker:
             await self._stop_requested.wait()
         finally:
             # Cancelled from outside (or stopped): shut down gracefully either way.
+            presence.cancel()
             await asyncio.shield(self._shutdown(consumers, heartbeat, settler))
 
     async def stop(self) -> None:
@@ -294,6 +299,7 @@ class Worker:
                 await asyncio.gather(settler, return_exceptions=True)
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
+            await self.presence.leave()
         finally:
             if self._executor is not None:
                 # Threads cannot be interrupted; one still running finishes in the background.
@@ -342,6 +348,8 @@ class Worker:
         last, done_then = loop.time(), 0
         delay = _RETRY_MIN
         while True:
+            if self.presence.paused:
+                await self.presence.gate(queue)
             # Below one job per fetch the slots hardly idle (an in-process broker, or slow jobs),
             # and a small buffer would only fragment the fetches.
             during = rate * fetch_time
@@ -561,7 +569,9 @@ class Worker:
         data = encode(retrying)
         backoff = msg.job.opts.backoff or task.opts.backoff or self.server.backoff
         outcome = _Outcome(run.queue, run.delivery, nack=True, data=data, delay=backoff.delay(msg.retried))
-        self._settler.settle(outcome, [Write(job_key(msg.id), data, version=self._version(msg, run.delivery, PHASE_HANDED_BACK))])
+        write = Write(job_key(msg.id), data, version=self._version(msg, run.delivery, PHASE_HANDED_BACK))
+        self._settler.settle(outcome, [write, *traceback_writes(msg.id, exc)])
+        self.presence.retrying(run.queue, msg.id, outcome.delay)
 
     async def _fail(self, run: _Run, msg: JobMessage, err: str, exc: Exception | None, task: RegisteredTask | None) -> None:
         """Fail a job for good: ``failed_cb``, ``on_error`` jobs, status ``failed``, failed list, ack."""
@@ -572,10 +582,9 @@ class Worker:
             follow = self.server._follow_ups(msg, msg.job.on_error, "on_error", None)
             if not await self._enqueue_follow_ups(run, msg, follow):
                 return
-        tb = "" if isinstance(exc, PayloadError) else _traceback_text(exc)  # its message says it all
-        final = replace(msg, status=JobStatus.FAILED, prev_err=err, traceback=tb)
+        final = replace(msg, status=JobStatus.FAILED, prev_err=err)
         write = Write(job_key(msg.id), encode(final), version=self._version(msg, run.delivery, PHASE_DONE))
-        self._settler.settle(_Outcome(run.queue, run.delivery), [write], failed=msg.id)
+        self._settler.settle(_Outcome(run.queue, run.delivery), [write, *traceback_writes(msg.id, exc)], failed=msg.id)
 
     async def _enqueue_follow_ups(self, run: _Run, msg: JobMessage, follow: list[JobMessage]) -> bool:
         # The handler is done: its slot goes to the next job while the follow-ups are published.
@@ -683,15 +692,3 @@ class Worker:
             await call_maybe_async(fn, *args)  # type: ignore[arg-type]
         except Exception:
             self.log.exception("callback %r raised; the job's outcome is unchanged", fn)
-
-
-_TRACEBACK_LIMIT = 8000
-
-
-def _traceback_text(exc: BaseException | None) -> str:
-    """The traceback of a job's final error, bounded: stores cap their values (NATS at 1 MB)."""
-    if exc is None or exc.__traceback__ is None:
-        return ""
-    text = "".join(traceback.format_exception(exc))
-    # The end (the raising frame and the message) is what a reader needs most.
-    return text if len(text) <= _TRACEBACK_LIMIT else "...\n" + text[-_TRACEBACK_LIMIT:]

@@ -61,7 +61,6 @@ class Meta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         chain_id: The chain this job belongs to, else ``""``.
         released: How many times a shutting-down worker handed the job back unfinished.
         stalls: How many times a worker died (or lost its lease) while running this attempt.
-        traceback: The traceback of the error that failed the job for good, as text (bounded).
     """
 
     id: str
@@ -80,7 +79,6 @@ class Meta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     chain_id: str = ""
     released: int = 0
     stalls: int = 0
-    traceback: str = ""
 
 
 class JobMessage(Meta, frozen=True, kw_only=True, omit_defaults=True):

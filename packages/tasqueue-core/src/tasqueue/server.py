@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 import msgspec
 
-from tasqueue import _schedule, _waiting, schedules
+from tasqueue import _recurring, _schedule, _waiting
 from tasqueue._clock import Clock, SystemClock
 from tasqueue._codec import DecodeErrors, decode_chain, decode_group, decode_job, encode
 from tasqueue._keys import chain_key, derived_id, group_key, job_key, new_id, result_key, schedule_key
+from tasqueue._presence import note_schedules
 from tasqueue._typed import Codec
 from tasqueue.broker import Broker, Envelope
 from tasqueue.errors import BrokerError, ConfigurationError, NotFoundError, TasqueueError
@@ -180,7 +181,7 @@ class Server:
         (ids are idempotency keys).
         """
         if job.opts.schedule:
-            return await schedules.start(self, job)
+            return await _recurring.start(self, job)
         return (await self._enqueue_messages([self._message(job)]))[0]
 
     async def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
@@ -225,14 +226,10 @@ class Server:
 
         Declarations take effect when a worker starts: it starts declared schedules that do not
         run yet, replaces those whose definition changed, and removes those of its tasks that are
-        no longer declared. ``get_schedules`` lists them.
+        no longer declared. ``Inspector.schedules()`` (``tasqueue schedules``) lists them.
         """
-        schedules.declared(name, job, cron)  # validates the cron expression now
+        _recurring.definition(name, job, cron)  # validates the cron expression now
         self.declared_schedules[name] = (job, cron)
-
-    async def get_schedules(self) -> list[schedules.Schedule]:
-        """The declared schedules (``schedule()``, ``@srv.task(schedule=...)``) as workers stored them."""
-        return await schedules.listed(self)
 
     async def cancel_schedule(self, schedule_id: str) -> None:
         """Stop a recurring job: runs not started yet are dropped when they come due."""
@@ -330,6 +327,8 @@ class Server:
             await self._store_and_publish_new(messages, data, writes)
         else:
             await self._store_then_publish(messages, data, writes)
+        if any(m.schedule_id for m in messages):
+            await note_schedules(self.broker, messages, self.log)
         return [m.id for m in messages]
 
     async def _store_and_publish_new(self, messages: Sequence[JobMessage], data: list[bytes], writes: list[Write]) -> None:
@@ -543,7 +542,7 @@ class Server:
         if self._worker is not None:
             msg = "this Server's worker is already running"
             raise RuntimeError(msg)
-        await schedules.sync(self)
+        await _recurring.sync(self)
         worker = self._worker = Worker(self)
         installed = self._install_signals(worker) if handle_signals else []
         try:

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from tasqueue.jobs import DEFAULT_QUEUE, Chain, Group, Job
     from tasqueue.messages import ChainMessage, GroupMessage, JobMessage
-    from tasqueue.schedules import Schedule
     from tasqueue.server import Server
 else:
     from tasqueue.jobs import DEFAULT_QUEUE
@@ -86,9 +85,6 @@ class BlockingServer:
     def result(self, job_id: str, *, type: Any = None, timeout: float | None = None) -> Any:
         """``Server.result``: wait for a job and return its result (decoded as ``type`` when given)."""
         return self._call(self._server.result(job_id, type=type, timeout=timeout))
-
-    def get_schedules(self) -> list[Schedule]:
-        return self._call(self._server.get_schedules())
 
     def delete_job(self, job_id: str) -> None:
         self._call(self._server.delete_job(job_id))

@@ -42,6 +42,7 @@ from tasqueue.testing._broker import BrokerSuite
 from tasqueue.testing._clock import Clock
 from tasqueue.testing._common import Capabilities, ResultsFactory, eventually, running
 from tasqueue.testing._harness import Harness
+from tasqueue.testing._inspector import InspectorSuite
 from tasqueue.testing._results import ResultsSuite
 from tasqueue.testing._server import ServerSuite
 
@@ -50,6 +51,7 @@ __all__ = [
     "Capabilities",
     "Clock",
     "Harness",
+    "InspectorSuite",
     "ResultsFactory",
     "ResultsSuite",
     "ServerSuite",

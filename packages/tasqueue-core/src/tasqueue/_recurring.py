@@ -10,9 +10,10 @@ marker is gone is dropped. The id is what makes it idempotent:
 - ``srv.schedule(name, job, cron)`` (or ``@srv.task(schedule=...)``) declares a schedule by name;
   a worker makes the store match its declarations when it starts (``sync``). The id is derived
   from the name and the definition, so a changed definition replaces the old chain, and a
-  schedule of one of the worker's tasks that its code no longer declares is removed. The
-  declared schedules are listed in one document (``schedules``), which ``get_schedules`` and
-  ``tasqueue schedules`` read.
+  schedule of one of the worker's tasks that its code no longer declares is removed. Workers
+  keep what was declared by name in one document (``schedules``) to find those.
+
+Every active schedule, declared or started, is listed by ``Inspector.schedules()``.
 """
 
 from __future__ import annotations
@@ -31,23 +32,13 @@ from tasqueue.jobs import Job
 if TYPE_CHECKING:
     from tasqueue.server import Server
 
-__all__ = ["Schedule"]
-
 #: The results-store key of the document listing declared schedules.
 INDEX_KEY = "schedules"
 _CAS_TRIES = 20
 
 
-class Schedule(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """A declared schedule, as stored and as ``Server.get_schedules`` returns it.
-
-    Attributes:
-        name: The name it was declared under.
-        id: The schedule id (``Server.cancel_schedule`` takes it); it changes with the definition.
-        cron: The 5-field cron expression (UTC).
-        task: The task its runs run.
-        queue: The queue its runs go to.
-    """
+class Declared(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A declared schedule as the index keeps it; ``id`` changes with the definition."""
 
     name: str
     id: str
@@ -58,7 +49,7 @@ class Schedule(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 class _Index(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     rev: int = 0
-    schedules: dict[str, Schedule] = {}
+    schedules: dict[str, Declared] = {}
 
 
 _decode_index = msgspec.msgpack.Decoder(_Index).decode
@@ -70,7 +61,7 @@ def stable_id(job: Job) -> str:
     return derived_id("schedule", "stable", "\x00".join((job.task, job.opts.queue, job.opts.schedule, digest)))
 
 
-def declared(name: str, job: Job, cron: str) -> Job:
+def definition(name: str, job: Job, cron: str) -> Job:
     """``job`` as the schedule ``name`` runs it: recurring on ``cron``, under an id naming its definition."""
     _schedule.validate(cron)
     opts = msgspec.structs.replace(job.opts, schedule=cron, id=None)
@@ -105,7 +96,7 @@ async def sync(server: Server) -> None:
     changed, or that the code no longer declares although this worker has its task, is stopped:
     its marker is deleted, so its queued run is dropped when it comes due.
     """
-    wanted = {name: declared(name, job, cron) for name, (job, cron) in server.declared_schedules.items()}
+    wanted = {name: definition(name, job, cron) for name, (job, cron) in server.declared_schedules.items()}
     for _ in range(_CAS_TRIES):
         index = await _read_index(server)
         current = dict(index.schedules)
@@ -120,7 +111,7 @@ async def sync(server: Server) -> None:
                 del current[name]
         for name, job in wanted.items():
             assert job.opts.id is not None
-            current[name] = Schedule(name=name, id=job.opts.id, cron=job.opts.schedule, task=job.task, queue=job.opts.queue)
+            current[name] = Declared(name=name, id=job.opts.id, cron=job.opts.schedule, task=job.task, queue=job.opts.queue)
         if current != index.schedules:
             updated = _Index(rev=index.rev + 1, schedules=current)
             # Versioned by revision: if another worker rewrote the index meanwhile, read it again.
@@ -134,12 +125,6 @@ async def sync(server: Server) -> None:
         return
     msg = "could not update the schedule index: other workers kept rewriting it"
     raise RuntimeError(msg)
-
-
-async def listed(server: Server) -> list[Schedule]:
-    """The declared schedules, by name."""
-    index = await _read_index(server)
-    return [index.schedules[name] for name in sorted(index.schedules)]
 
 
 async def _read_index(server: Server) -> _Index:
