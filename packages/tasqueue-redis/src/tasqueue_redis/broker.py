@@ -14,6 +14,8 @@ and every script touches one slot)::
     tq:{q}:claim:<id> STRING what one claim leased, so a replay of that call gets the same leases
     tq:{q}:sent      ZSET   ids of recent enqueue calls -> when (ms), so a replay of one does nothing
 
+The Inspector's counters and indexes (``broker.control``) are described in ``control.py``.
+
 Every state change is one Lua script (``lua/``), so two workers never take one message and a
 crash between two commands cannot lose one. A fetch leases messages until a deadline in Redis
 server time; the worker renews it (``extend``) while the handler runs; ``ack`` and ``nack``
@@ -50,6 +52,7 @@ from tasqueue_redis._config import (
 )
 from tasqueue_redis._errors import explain
 from tasqueue_redis._lanes import lanes_for
+from tasqueue_redis.control import RedisControl
 
 __all__ = ["QueueStats", "RedisBroker"]
 
@@ -167,6 +170,7 @@ class RedisBroker:
         self._block = block
         self._keys: dict[str, _Keys] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._control: RedisControl | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -183,6 +187,13 @@ class RedisBroker:
     def client(self) -> Any:
         """The redis-py client this broker uses."""
         return self._client
+
+    @property
+    def control(self) -> RedisControl:
+        """Counts, pages, pause and the worker registry of these queues, for ``tasqueue.Inspector``."""
+        if self._control is None:
+            self._control = RedisControl(self)
+        return self._control
 
     def _queue(self, queue: str) -> _Keys:
         keys = self._keys.get(queue)
@@ -205,6 +216,7 @@ class RedisBroker:
                     msg = f"prefix {self._prefix!r} leaves the keys of queue {queue!r} without a hash tag: drop '{{}}' from it"
                 raise ConfigurationError(msg)
             self._keys[queue] = keys
+            self._spawn(self.control.register(queue))  # once per queue and process, off the hot path
         return keys
 
     def _call_id(self) -> str:
