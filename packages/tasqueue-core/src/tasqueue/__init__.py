@@ -21,6 +21,7 @@ from tasqueue.broker import Broker, Delivery, Envelope
 from tasqueue.errors import (
     BrokerError,
     ConfigurationError,
+    ConfigurationWarning,
     JobError,
     JobTimeoutError,
     NotFoundError,
@@ -50,6 +51,7 @@ __all__ = [
     "ChainMeta",
     "ChainOpts",
     "ConfigurationError",
+    "ConfigurationWarning",
     "Delivery",
     "EnqueueNext",
     "Envelope",

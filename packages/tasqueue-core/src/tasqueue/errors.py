@@ -13,6 +13,8 @@ The hierarchy::
         ├── JobTimeoutError           the handler ran past ``JobOpts.timeout`` (also a TimeoutError)
         └── UnknownTaskError          no handler is registered for the job's task
 
+    ConfigurationWarning (a UserWarning)  a setup that works, but probably not as meant
+
 Plugins wrap their client's exceptions in ``BrokerError`` / ``ResultsError`` with
 ``raise ... from exc`` so that callers can catch one type whatever the backend.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 __all__ = [
     "BrokerError",
     "ConfigurationError",
+    "ConfigurationWarning",
     "JobError",
     "JobTimeoutError",
     "NotFoundError",
@@ -39,6 +42,13 @@ class TasqueueError(Exception):
 
 class ConfigurationError(TasqueueError):
     """A Server, URL or plugin was configured in a way that cannot work."""
+
+
+class ConfigurationWarning(UserWarning):
+    """A Server was configured in a way that works, but probably not as meant.
+
+    Filter it by category when the setup is deliberate: ``warnings.simplefilter("ignore", ConfigurationWarning)``.
+    """
 
 
 class UnknownSchemeError(ConfigurationError):
