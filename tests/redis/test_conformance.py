@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest_asyncio
 
-from tasqueue.testing import BrokerSuite, Capabilities, ResultsFactory, ResultsSuite, ServerSuite
+from tasqueue.testing import BrokerSuite, Capabilities, InspectorSuite, ResultsFactory, ResultsSuite, ServerSuite
 from tasqueue_redis import RedisBroker
 
 # redis-py's pooled connections belong to the event loop they were opened on; one reused from
@@ -32,6 +32,16 @@ class TestRedisResults(ResultsSuite):
 class TestRedisServer(ServerSuite):
     capabilities = REDIS
 
+    @pytest_asyncio.fixture
+    async def broker(self, redis_broker: RedisBroker) -> RedisBroker:
+        return redis_broker
+
+    @pytest_asyncio.fixture
+    async def results_factory(self, redis_results_factory: ResultsFactory) -> ResultsFactory:
+        return redis_results_factory
+
+
+class TestRedisInspector(InspectorSuite):
     @pytest_asyncio.fixture
     async def broker(self, redis_broker: RedisBroker) -> RedisBroker:
         return redis_broker

@@ -15,14 +15,17 @@ both.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import heapq
 import threading
 import time
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
+from tasqueue._memory_control import MemoryControl
 from tasqueue.broker import Delivery, Envelope
 from tasqueue.errors import ConfigurationError, NotFoundError
 from tasqueue.hookspecs import RegisterBroker, RegisterResults, hookimpl
@@ -87,10 +90,18 @@ class MemoryBroker:
         self._clock = clock
         self._queues: dict[str, _Queue] = {}
         self._lock = threading.Lock()
+        self._control: MemoryControl | None = None
 
     @property
     def visibility_timeout(self) -> float:
         return self._vt
+
+    @property
+    def control(self) -> MemoryControl:
+        """Counts, pages, pause and the worker registry of these queues, for ``tasqueue.Inspector``."""
+        if self._control is None:
+            self._control = MemoryControl(self)
+        return self._control
 
     def _queue(self, name: str) -> _Queue:
         q = self._queues.get(name)
@@ -218,6 +229,17 @@ class MemoryBroker:
             ids = list(q.ready) + [id_ for _, _, id_ in sorted(q.delayed)]
             return [q.items[i].data for i in ids if i in q.items]
 
+    def outstanding(self, queue: str) -> int:
+        """Messages of ``queue`` that are due or leased: work a worker has yet to finish.
+
+        Delayed messages not due yet do not count. ``tasqueue.testing`` drains a worker by
+        waiting until this is 0 on every queue.
+        """
+        with self._lock:
+            q = self._queue(queue)
+            self._tick(q, self._clock())
+            return len(q.ready) + len(q.leased)
+
     async def close(self) -> None:
         return None
 
@@ -229,6 +251,35 @@ class _Entry:
         self.value = value
         self.version = version
         self.expires = expires
+
+
+class _Watch:
+    """One waiter on finished jobs, woken from whichever loop or thread records the finish."""
+
+    __slots__ = ("_event", "_loop")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        try:
+            same_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
+            self._event.set()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
 
 
 class MemoryResults:
@@ -275,6 +326,7 @@ class MemoryResults:
         self._data: OrderedDict[str, _Entry] = OrderedDict()
         self._kept: dict[str, _Entry] = {}
         self._lists: dict[str, OrderedDict[str, float | None]] = {"success": OrderedDict(), "failed": OrderedDict()}
+        self._watches: dict[str, set[_Watch]] = {}
 
     def _live(self, key: str, now: float) -> _Entry | None:
         entry = self._data.get(key) or self._kept.get(key)
@@ -359,7 +411,28 @@ class MemoryResults:
                     listed[id_] = expires
                     listed.move_to_end(id_)  # re-adding moves the id to the end (newest)
             self._sweep(now)
-            return done
+            watches = [w for id_ in (*success, *failed) for w in self._watches.get(id_, ())] if self._watches else []
+        for watch in watches:
+            watch.notify()
+        return done
+
+    @contextlib.asynccontextmanager
+    async def watch(self, ids: Sequence[str]) -> AsyncIterator[_Watch]:
+        """Wake the yielded watch when one of ``ids`` finishes (``NotifyingResults``)."""
+        watch = _Watch()
+        with self._lock:
+            for id_ in ids:
+                self._watches.setdefault(id_, set()).add(watch)
+        try:
+            yield watch
+        finally:
+            with self._lock:
+                for id_ in ids:
+                    watching = self._watches.get(id_)
+                    if watching is not None:
+                        watching.discard(watch)
+                        if not watching:
+                            del self._watches[id_]
 
     async def delete(self, keys: Sequence[str], *, ids: Sequence[str] = ()) -> None:
         with self._lock:
