@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from tasqueue.errors import ConfigurationError
 
@@ -177,5 +177,5 @@ def parse_backend_url(
             msg = f"option {name}={text!r} in {url!r} is not valid: {exc}"
             raise ConfigurationError(msg) from None
     values.update((name, value) for name, value in overrides.items() if name not in ignore)
-    bare = urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment))
+    bare = url.split("?", 1)[0]  # as written: urlunsplit would turn sqlite:///x into sqlite:/x
     return BackendURL(url=url, scheme=scheme, netloc=parts.netloc, path=parts.path, bare=bare, options=values)
