@@ -22,6 +22,7 @@ from tasqueue.control import JobState
 from tasqueue.errors import (
     BrokerError,
     ConfigurationError,
+    ConfigurationWarning,
     EnqueueError,
     JobError,
     JobFailedError,
@@ -56,6 +57,7 @@ __all__ = [
     "ChainMeta",
     "ChainOpts",
     "ConfigurationError",
+    "ConfigurationWarning",
     "Delivery",
     "EnqueueError",
     "EnqueueNext",
