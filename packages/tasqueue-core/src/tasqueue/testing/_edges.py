@@ -71,6 +71,10 @@ class _Wrapped:
     def visibility_timeout(self) -> float:
         return self._inner.visibility_timeout
 
+    @property
+    def process_local(self) -> bool:
+        return bool(getattr(self._inner, "process_local", False))
+
     async def enqueue(self, queue: str, envelopes: Sequence[Envelope]) -> None:
         await self._inner.enqueue(queue, envelopes)
 
