@@ -604,17 +604,19 @@ class _Guard:
                 await response(scope, receive, send_with_headers)
                 return
             scope["tasqueue_dashboard.access"] = access
-        try:
-            await self.app(scope, receive, send_with_headers)
-        except (BrokerError, ResultsError) as exc:
-            # A backend that fails is the operator's news, not a stack trace; passwords stay hidden.
-            body = f"the backend did not answer: {mask_secrets(str(exc))}"
-            await PlainTextResponse(body, status_code=503)(scope, receive, send_with_headers)
+        await self.app(scope, receive, send_with_headers)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
     dashboard: Dashboard = request.app.state.dashboard
     return dashboard.render(request, "notfound.html", status=404, wanted="", problem=mask_secrets(str(exc)))
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    # A backend that fails is the operator's news, not a stack trace; passwords stay hidden.
+    dashboard: Dashboard = request.app.state.dashboard
+    problem = f"the backend did not answer: {mask_secrets(str(exc))}"
+    return dashboard.render(request, "error.html", status=503, problem=problem, back="")
 
 
 async def _bad_request(request: Request, exc: Exception) -> Response:
@@ -646,6 +648,11 @@ def build(dashboard: Dashboard) -> ASGIApp:
         Route("/health", health),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={NotFoundError: _not_found, ValueError: _bad_request})
+    app = Starlette(routes=routes, exception_handlers={
+            NotFoundError: _not_found,
+            ValueError: _bad_request,
+            BrokerError: _unavailable,
+            ResultsError: _unavailable,
+        },)
     app.state.dashboard = d
     return _Guard(app, d)
