@@ -60,5 +60,3 @@ async def stack(server: Server, backend: str) -> AsyncIterator[Stack]:
             await client.aclose()
         await server.stop()
         await worker
-
-

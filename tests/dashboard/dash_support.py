@@ -14,9 +14,9 @@ from starlette.routing import Mount
 
 from tasqueue import Job, JobCtx, JobOpts, Server
 from tasqueue.control import JobState
-from tasqueue_dashboard._security import CSRF_COOKIE
 from tasqueue.inspector import Inspector
 from tasqueue.testing import eventually
+from tasqueue_dashboard._security import CSRF_COOKIE
 
 PREFIX = "/admin/tq"
 #: A short lease gives quick worker heartbeats (a third of it), so indexes and counts move fast.
@@ -52,6 +52,14 @@ class Stack:
             return await self.status(job_id) == status
 
         await eventually(check, timeout=timeout)
+
+    async def until_worker_paused(self, queue: str) -> None:
+        """Wait until the worker says it stopped fetching from ``queue`` (it learns of a pause on its next beat)."""
+
+        async def check() -> bool:
+            return any(queue in w.paused for w in await self.inspector.workers())
+
+        await eventually(check, timeout=10)
 
     async def until_indexed(self, queue: str, state: str, n: int) -> None:
         """Wait until the control plane lists ``n`` jobs of ``queue`` in ``state`` (fed by worker beats)."""
@@ -89,7 +97,6 @@ def add_tasks(srv: Server, healed: set[bytes]) -> None:
         return b"healed"
 
 
-
 def host_app(app: Any) -> Starlette:
     return Starlette(routes=[Mount(PREFIX, app)])
 
@@ -108,7 +115,9 @@ async def csrf_of(client: httpx.AsyncClient, path: str = "/") -> str:
     return match.group(1)
 
 
-async def post(client: httpx.AsyncClient, verb: str, data: dict[str, Any] | list[tuple[str, str]], *, page: str = "/") -> httpx.Response:
+async def post(
+    client: httpx.AsyncClient, verb: str, data: dict[str, Any] | list[tuple[str, str]], *, page: str = "/"
+) -> httpx.Response:
     """POST an action the way the page's form does: with its CSRF token and a way back."""
     token = await csrf_of(client, page)
     items = list(data.items()) if isinstance(data, dict) else list(data)

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-from dashboard.dash_support import PREFIX, Stack, csrf_of, post
+from dashboard.dash_support import PREFIX, Stack, post
 from tasqueue import Chain, Group, Job, JobOpts
 from tasqueue.control import Finished, JobState
 from tasqueue.jobs import DEFAULT_QUEUE
@@ -262,11 +262,7 @@ async def test_pause_holds_jobs_and_resume_lets_them_run(stack: Stack) -> None:
     assert answer.status_code == 303
     assert (await stack.inspector.queue(Q)).paused
     assert 'class="badge paused"' in (await client.get(f"/queues/{QP}")).text
-
-    async def worker_paused() -> bool:
-        return any(Q in w.paused for w in await stack.inspector.workers())
-
-    await eventually(worker_paused)
+    await stack.until_worker_paused(Q)
     job_id = await stack.enqueue("ok", b"held")
     assert await stack.status(job_id) == "queued"
     answer = await post(client, "resume", {"queue": Q})

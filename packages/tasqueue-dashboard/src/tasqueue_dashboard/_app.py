@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import msgspec
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -22,7 +23,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tasqueue.control import JobState
 from tasqueue.errors import BrokerError, NotFoundError, ResultsError
 from tasqueue.inspector import ActionReport, Inspector, JobFilter, JobSummary, QueueInfo, WorkerInfo
-from tasqueue.messages import JobStatus
 from tasqueue_dashboard._cache import SharedCache
 from tasqueue_dashboard._chart import Throughput, svg
 from tasqueue_dashboard._preview import Formatter, preview
@@ -145,7 +145,7 @@ class Dashboard:
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         token, new = csrf_token(request)
         access: Access = request.scope.get("tasqueue_dashboard.access", "operator")
-        base = request.scope.get("root_path", "").rstrip("/")
+        base = _base(request)
         s = self.settings
         html = self.env.get_template(template).render(
             base=base,
@@ -227,15 +227,11 @@ class Dashboard:
                     result = preview(m, data, "result", self.settings.formatter)
             group = chain = None
             if m.group_id:
-                try:
+                with contextlib.suppress(NotFoundError):
                     group = await self.insp.server.get_group(m.group_id)
-                except NotFoundError:
-                    pass
             if m.chain_id:
-                try:
+                with contextlib.suppress(NotFoundError):
                     chain = await self.insp.server.get_chain(m.chain_id)
-                except NotFoundError:
-                    pass
             return {
                 "story": story,
                 "m": m,
@@ -259,7 +255,7 @@ class Dashboard:
     async def find(self, request: Request) -> Response:
         """A job id opens the job; a group or chain id opens that; else the search box says it found nothing."""
         wanted = request.query_params.get("id", "").strip()
-        base = request.scope.get("root_path", "").rstrip("/")
+        base = _base(request)
         if wanted:
             for kind, probe in (
                 ("jobs", self.insp.job),
@@ -304,7 +300,7 @@ class Dashboard:
             )
         if request.scope.get("tasqueue_dashboard.access") != "operator" or self.settings.read_only:
             return PlainTextResponse("this dashboard is read-only for you: actions are disabled", status_code=403)
-        base = request.scope.get("root_path", "").rstrip("/")
+        base = _base(request)
         back = _safe_next(fields.get("next", ""), base)
         try:
             note = await ACTIONS[verb](self, request, fields, [v for k, v in form if k == "ids"], back)
@@ -352,42 +348,60 @@ class Dashboard:
         return str(await self.insp.count(target))
 
     def confirm(
-        self, request: Request, verb: str, what: str, count: str, form: list[tuple[str, str]], back: str, *, typed: str = ""
+        self,
+        request: Request,
+        *,
+        verb: str,
+        what: str,
+        count: str,
+        form: list[tuple[str, str]],
+        back: str,
+        typed: str = "",
+        wrong: bool = False,
     ) -> Response:
         hidden = [(k, v) for k, v in form if k not in (CSRF_FIELD, "confirmed", "typed")]
         return self.render(
-            request, "confirm.html", verb=verb, what=what, count=count, hidden=hidden, back=back, typed=typed, wrong=False
+            request,
+            "confirm.html",
+            status=400 if wrong else 200,
+            verb=verb,
+            what=what,
+            count=count,
+            hidden=hidden,
+            back=back,
+            typed=typed,
+            wrong=wrong,
         )
 
 
 async def _retry(d: Dashboard, request: Request, fields: dict[str, str], ids: list[str], back: str) -> str | Response:
-    return await _bulk(d, request, "retry", d.insp.retry, fields, ids, back, destructive=False)
+    return await _bulk(d, request, verb="retry", act=d.insp.retry, fields=fields, ids=ids, back=back, destructive=False)
 
 
 async def _run_now(d: Dashboard, request: Request, fields: dict[str, str], ids: list[str], back: str) -> str | Response:
-    return await _bulk(d, request, "run-now", d.insp.run_now, fields, ids, back, destructive=False)
+    return await _bulk(d, request, verb="run-now", act=d.insp.run_now, fields=fields, ids=ids, back=back, destructive=False)
 
 
 async def _delete(d: Dashboard, request: Request, fields: dict[str, str], ids: list[str], back: str) -> str | Response:
-    return await _bulk(d, request, "delete", d.insp.delete, fields, ids, back, destructive=True)
+    return await _bulk(d, request, verb="delete", act=d.insp.delete, fields=fields, ids=ids, back=back, destructive=True)
 
 
 async def _bulk(
     d: Dashboard,
     request: Request,
+    *,
     verb: str,
     act: Callable[[Sequence[str] | JobFilter], Awaitable[ActionReport]],
     fields: dict[str, str],
     ids: list[str],
     back: str,
-    *,
     destructive: bool,
 ) -> str | Response:
     target, what = await d._target(fields, ids)
     # Deleting anything, or acting on everything that matches, is confirmed first with a count.
     if (destructive or isinstance(target, JobFilter) or fields.get("scope") == "all") and fields.get("confirmed") != "1":
         form = [(k, v) for k, v in parse_qsl((await request.body()).decode(), keep_blank_values=True)]
-        return d.confirm(request, verb, what, await d._count(target), form, back)
+        return d.confirm(request, verb=verb, what=what, count=await d._count(target), form=form, back=back)
     report = await act(target)
     done = {"retry": "retried", "run-now": "made ready", "delete": "deleted"}[verb]
     return _summary(done, report)
@@ -402,21 +416,10 @@ async def _purge(d: Dashboard, request: Request, fields: dict[str, str], ids: li
         form = parse_qsl((await request.body()).decode(), keep_blank_values=True)
         info = await d.insp.queue(queue)
         count = sum(info.counts.get(s) for s in STATES if s is not JobState.RUNNING)
-        response = d.confirm(request, "purge", f"every job of queue {queue} (all but running)", str(count), form, back, typed=queue)
-        if fields.get("confirmed") == "1":
-            response = d.render(
-                request,
-                "confirm.html",
-                status=400,
-                verb="purge",
-                what=f"every job of queue {queue} (all but running)",
-                count=str(count),
-                hidden=[(k, v) for k, v in form if k not in (CSRF_FIELD, "confirmed", "typed")],
-                back=back,
-                typed=queue,
-                wrong=True,
-            )
-        return response
+        # A name typed wrong asks again (400), deleting nothing.
+        wrong = fields.get("confirmed") == "1"
+        what = f"every job of queue {queue} (all but running)"
+        return d.confirm(request, verb="purge", what=what, count=str(count), form=form, back=back, typed=queue, wrong=wrong)
     return _summary("purged", await d.insp.purge(queue))
 
 
@@ -519,14 +522,18 @@ def _row_time(row: JobSummary) -> float | None:
     return at.timestamp() if at is not None else None
 
 
+def _base(request: Request) -> str:
+    """The path the dashboard is mounted at (``""`` at the root)."""
+    root: str = request.scope.get("root_path", "")
+    return root.rstrip("/")
+
+
 def _here(request: Request) -> str:
     """This page's URL below the mount point, without a note from a previous action."""
-    base = request.scope.get("root_path", "").rstrip("/")
+    base = _base(request)
     query = [(k, v) for k, v in request.query_params.multi_items() if k != "note"]
     path = request.url.path
-    if path.startswith("/live/"):
-        path = path[len("/live") :]
-    elif base and path.startswith(base):
+    if base and path.startswith(base):
         path = path[len(base) :]
     if path.startswith("/live/"):
         path = path[len("/live") :]
@@ -590,9 +597,9 @@ class _Guard:
                 message = {**message, "headers": headers}
             await send(message)
 
+        scope = _with_mount_point(scope)
         request = Request(scope)
-        route = scope.get("path", "")[len(scope.get("root_path", "")) :] if scope.get("root_path") else scope.get("path", "")
-        if not route.endswith("/health"):
+        if _route_path(scope) != "/health":
             access = await access_of(self.dashboard.settings.auth, request)
             if access is None:
                 if self.dashboard.settings.basic_realm:
@@ -605,6 +612,32 @@ class _Guard:
                 return
             scope["tasqueue_dashboard.access"] = access
         await self.app(scope, receive, send_with_headers)
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _with_mount_point(scope: Scope) -> Scope:
+    """The scope with its mount point in ``root_path``, as Starlette's routing and our links expect.
+
+    Starlette and FastAPI mounts set ``root_path`` and keep the whole ``path``; a Litestar mount
+    strips its prefix from ``path`` (adding a slash) and leaves ``root_path`` empty, so the prefix
+    is recovered from ``raw_path``.
+    """
+    raw = scope.get("raw_path")
+    if scope.get("root_path") or not raw:
+        return scope
+    full = unquote(raw.decode("latin-1").partition("?")[0])
+    stripped = scope["path"].rstrip("/")
+    if full.rstrip("/") == stripped or not full.rstrip("/").endswith(stripped):
+        return scope
+    base = full.rstrip("/")[: len(full.rstrip("/")) - len(stripped)].rstrip("/")
+    if not base:
+        return scope
+    return {**scope, "root_path": base, "path": full}
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -648,11 +681,14 @@ def build(dashboard: Dashboard) -> ASGIApp:
         Route("/health", health),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
             NotFoundError: _not_found,
             ValueError: _bad_request,
             BrokerError: _unavailable,
             ResultsError: _unavailable,
-        },)
+        },
+    )
     app.state.dashboard = d
     return _Guard(app, d)

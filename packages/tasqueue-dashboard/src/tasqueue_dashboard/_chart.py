@@ -9,6 +9,7 @@ when the dashboard restarts.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -39,7 +40,7 @@ class Throughput:
         start = now - self.window
         out = [[0, 0] for _ in range(self.slots)]
         samples = list(self._samples)
-        for (_, before), (at, after) in zip(samples, samples[1:], strict=False):
+        for (_, before), (at, after) in itertools.pairwise(samples):
             if at < start:
                 continue
             slot = min(self.slots - 1, int((at - start) / width))
@@ -84,4 +85,5 @@ def svg(bars: list[tuple[int, int]], *, width: int = 240, height: int = 40, labe
             parts.append(f'<rect class="bar-failed" x="{x:.1f}" y="{y:.1f}" width="{step - 1:.1f}" height="{h_failed:.1f}"/>')
         parts.append("</g>")
     parts.append("</svg>")
-    return Markup("".join(parts))
+    # Built from numbers and the escaped label only.
+    return Markup("".join(parts))  # noqa: S704

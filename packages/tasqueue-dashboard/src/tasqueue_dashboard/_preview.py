@@ -68,9 +68,7 @@ def default_text(data: bytes) -> tuple[str, str]:
     return _hex(data[:LIMIT]), "hex"
 
 
-def preview(
-    message: JobMessage, data: bytes, kind: Literal["payload", "result"], formatter: Formatter | None
-) -> Preview:
+def preview(message: JobMessage, data: bytes, kind: Literal["payload", "result"], formatter: Formatter | None) -> Preview:
     """``data`` as text, cut to about 8 kB."""
     custom = formatter(message, data, kind) if formatter is not None else None
     if custom is not None:

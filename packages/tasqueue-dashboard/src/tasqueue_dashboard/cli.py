@@ -11,10 +11,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tasqueue.errors import TasqueueError
 from tasqueue.server import Server
@@ -66,22 +67,38 @@ def _server(args: argparse.Namespace) -> tuple[Server, str]:
     if not (broker or results):
         msg = f"say what to inspect: --broker URL [--results URL], or -A module:srv (or ${BROKER_ENV} / ${APP_ENV})"
         raise SystemExit(f"tasqueue dashboard: error: {msg}")
-    broker = broker or results
-    results = results or broker
-    assert broker is not None and results is not None
-    label = broker if broker == results else f"{broker} · {results}"
-    return Server(broker, results), label
+    broker_url: str = broker or results or ""
+    results_url: str = results or broker_url
+    label = broker_url if broker_url == results_url else f"{broker_url} · {results_url}"
+    return Server(broker_url, results_url), label
 
 
-async def serve(app: object, server: Server, *, host: str, port: int, root_path: str = "") -> None:
-    """Run ``app`` on uvicorn until interrupted, then close ``server``."""
+class _ClosingServer:
+    """``app``, plus a lifespan that closes ``server`` when uvicorn shuts down."""
+
+    def __init__(self, app: ASGIApp, server: Server) -> None:
+        self.app = app
+        self.server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.server.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def serve(app: ASGIApp, server: Server, *, host: str, port: int, root_path: str = "") -> None:
+    """Run ``app`` on uvicorn until SIGINT or SIGTERM; ``server`` is closed on the way out."""
     import uvicorn
 
-    config = uvicorn.Config(app, host=host, port=port, root_path=root_path, log_level="info", proxy_headers=True)  # type: ignore[arg-type]
-    try:
-        await uvicorn.Server(config).serve()
-    finally:
-        await server.close()
+    uvicorn.run(_ClosingServer(app, server), host=host, port=port, root_path=root_path, log_level="info", proxy_headers=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,7 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (" (read-only)" if args.read_only else ""),
         file=sys.stderr,
     )
-    asyncio.run(serve(app, server, host=args.host, port=args.port, root_path=args.root_path))
+    try:
+        serve(app, server, host=args.host, port=args.port, root_path=args.root_path)
+    except KeyboardInterrupt:  # uvicorn stops, then passes the signal on
+        return 130
     return 0
 
 

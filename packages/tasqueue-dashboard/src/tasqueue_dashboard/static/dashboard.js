@@ -42,6 +42,11 @@
     }
     selection();
   });
+  // A refresh that was under way when the operator ticked a job is dropped, not swapped over the tick.
+  document.body.addEventListener("htmx:beforeSwap", function (e) {
+    var target = e.detail.target;
+    if (target && target.hasAttribute("data-live") && busy(target)) e.detail.shouldSwap = false;
+  });
   document.body.addEventListener("htmx:afterSwap", selection);
   selection();
 })();
