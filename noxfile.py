@@ -68,10 +68,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     session.install("mypy>=1.13", "-e", CORE, *TEST_TOOLS)
-    session.install(
-        "-e", "./packages/tasqueue-redis[hiredis]", "-e", "./packages/tasqueue-nats", "-e", "./packages/tasqueue-otel",
-        "-e", "./packages/tasqueue-dashboard",
-    )
+    for package in ("redis[hiredis]", "nats", "otel", "dashboard"):
+        session.install("-e", f"./packages/tasqueue-{package}")
     session.run(
         "mypy",
         "packages/tasqueue-core/src",
