@@ -139,6 +139,8 @@ BENCHES = {
     # The peers it runs beside tasqueue (benchmarks/peers.py) are bench-only: never in CI.
     "redis": ("./packages/tasqueue-core", "./packages/tasqueue-redis[hiredis]", "huey>=2.5", "dramatiq[redis]>=1.17"),
     "otel": ("./packages/tasqueue-core", "./packages/tasqueue-otel[sdk]"),
+    # Page times on a Redis queue of a million jobs, asked in-process over ASGI (httpx).
+    "dashboard": ("./packages/tasqueue-core", "./packages/tasqueue-redis[hiredis]", "./packages/tasqueue-dashboard", "httpx"),
 }
 
 

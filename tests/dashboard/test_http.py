@@ -215,6 +215,10 @@ async def test_run_now_makes_a_delayed_job_run(stack: Stack) -> None:
 async def test_delete_is_confirmed_first(stack: Stack) -> None:
     job_id = await stack.enqueue("ok", queue="parked")
     client = stack.client()
+    # Deleting from the job's own page comes back to its queue, not to the page of a deleted job.
+    page = (await client.get(f"/jobs/{job_id}")).text
+    delete_form = page[page.index('action="/admin/tq/actions/delete"') :]
+    assert 'name="next" value="/admin/tq/queues/parked?state=queued"' in delete_form[: delete_form.index("</form>")]
     ask = await post(client, "delete", {"ids": job_id, "scope": "selected"})
     assert ask.status_code == 200
     assert "data-confirm-count>1<" in ask.text
