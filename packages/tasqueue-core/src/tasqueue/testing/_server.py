@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from tasqueue._codec import decode_job, encode
+from tasqueue._keys import job_key
 from tasqueue.broker import Broker, Envelope
 from tasqueue.errors import NotFoundError
 from tasqueue.jobs import Backoff, Chain, Group, Job, JobOpts
@@ -260,6 +261,7 @@ class ServerSuite(BrokerFixture, ResultsFixtures):
         good = await server.enqueue(Job("known", b""))
         async with running(server):
             assert (await server.wait(good, timeout=10)).status is JobStatus.SUCCESSFUL
+            await eventually(lambda: _recorded(server, "garbage-1"))  # published bare: no record until a worker writes one
             parked = await server.wait("garbage-1", timeout=10)
         assert parked.status is JobStatus.FAILED
         assert parked.prev_err.startswith("UndecodableMessage")
@@ -408,6 +410,7 @@ class ServerSuite(BrokerFixture, ResultsFixtures):
         due = msgspec_replace(first, id="run-now", job=msgspec_replace(first.job, opts=msgspec_replace(first.job.opts, eta=now)))
         await broker.enqueue("ticks", [Envelope("run-now", encode(due))])
         async with running(server):
+            await eventually(lambda: _recorded(server, "run-now"))  # published bare: no record until a worker writes one
             done = await server.wait("run-now", timeout=10)
             pending = await server.get_pending("ticks")
         assert done.status is JobStatus.FAILED
@@ -428,6 +431,11 @@ class ServerSuite(BrokerFixture, ResultsFixtures):
         server.register_task("c", h, TaskOpts(queue="q", concurrency=2))
         with pytest.raises(ValueError, match="concurrency"):
             server.register_task("d", h, TaskOpts(queue="q", concurrency=3))
+
+
+async def _recorded(server: Server, job_id: str) -> bool:
+    """Whether the job has a record: ``wait`` on an id that has none raises ``NotFoundError``."""
+    return await server.results.get_many([job_key(job_id)]) != [None]
 
 
 D = TypeVar("D", GroupMessage, ChainMessage)
