@@ -70,10 +70,14 @@ async def run_dry(srv: Server, workers, ids: list[str]) -> Counter[str]:
 
 
 async def _idle(srv: Server) -> bool:
+    """Nothing waits, nothing is leased: the work consumer has handed out and seen acked every message."""
+    broker = srv.broker
+    assert isinstance(broker, NatsBroker)
     try:
-        return await held(srv) == 0
+        info = await broker.client.api(f"CONSUMER.INFO.{broker._queue(QUEUE).stream}.work")
     except TasqueueError:
         return False  # the server is still coming back
+    return info["num_pending"] == 0 and info["num_ack_pending"] == 0
 
 
 def tally(lines: list, ids: list[str]) -> dict[str, int]:
@@ -163,6 +167,9 @@ async def test_nats_server_restart_mid_run_loses_nothing_acknowledged(make_nats,
         await asyncio.wait_for(producing, 120)
         everything = ids + acked
         final = await run_dry(srv, workers, everything)
+        # nats-server 2.9 keeps some messages acked around its restart in the stream (its ack
+        # floor is past them: they are never delivered again); newer servers delete them.
+        leftover = await held(srv)
 
     lines = workers.lines()
     figures = tally(lines, everything)
@@ -173,6 +180,7 @@ async def test_nats_server_restart_mid_run_loses_nothing_acknowledged(make_nats,
         downtime_s=downtime,
         producer_errors=producer_errors,
         first_run_after_restart_s=round(min(after) - restarted_at, 3) if after else None,
+        acked_left_in_stream=leftover,
         drain_s=round(max(line.at for line in lines) - killed_at, 3),
         statuses=dict(final),
     )
@@ -268,7 +276,9 @@ async def test_a_heartbeating_handler_outliving_the_ack_wait_runs_once(nats_serv
 
     lines = workers.lines()
     figures = tally(lines, ids)
-    fault_report("nats_long_handler", **figures, visibility_timeout=vt, handler_s=seconds, stalls=sum(line.stalls for line in lines))
+    fault_report(
+        "nats_long_handler", **figures, visibility_timeout=vt, handler_s=seconds, stalls=sum(line.stalls for line in lines)
+    )
     assert figures["lost"] == 0 and figures["dup_execs"] == 0
     assert all(line.stalls == 0 for line in lines)
     assert final == Counter({"successful": n})
@@ -287,8 +297,8 @@ async def test_killing_the_stream_leader_of_a_cluster_loses_nothing(nats_cluster
         assert info["config"]["num_replicas"] == 3 and len(info["cluster"]["replicas"]) == 2
         results_info = await srv.results._client.api(f"STREAM.INFO.{prefix}_results")  # type: ignore[attr-defined]
         assert results_info["config"]["num_replicas"] == 3
-        workers.start(url + "&replicas=3" if "?" in url else url + "?replicas=3", prefix, concurrency=50, vt=vt)
-        workers.start(url + "?replicas=3", prefix, concurrency=50, vt=vt)
+        workers.start(f"{url}?replicas=3", prefix, concurrency=50, vt=vt)
+        workers.start(f"{url}?replicas=3", prefix, concurrency=50, vt=vt)
         await workers.wait_for(lambda: len(workers.done()) >= n * 0.3, timeout=120, what="30% of the jobs")
         leader = info["cluster"]["leader"]
         killed_at = time.time()
