@@ -17,6 +17,8 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from tasqueue.errors import NotFoundError
+
 __all__ = ["FinishWatch", "NotifyingResults", "Results", "Write"]
 
 
@@ -40,11 +42,19 @@ class Write(msgspec.Struct, frozen=True):
 
 @runtime_checkable
 class Results(Protocol):
-    """A results store. Every method may raise ``tasqueue.errors.ResultsError``."""
+    """A results store. Every method may raise ``tasqueue.errors.ResultsError``.
+
+    A class that names ``Results`` as its base inherits ``get`` and ``set``, built on
+    ``get_many`` and ``set_many``; a store with a cheaper single read or write overrides them.
+    """
 
     async def get(self, key: str) -> bytes:
         """The value of ``key``; raises ``tasqueue.errors.NotFoundError`` if absent or expired."""
-        ...
+        (value,) = await self.get_many([key])
+        if value is None:
+            msg = f"nothing stored under {key!r}"
+            raise NotFoundError(msg)
+        return value
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The values of ``keys``, ``None`` for each one absent."""
@@ -52,7 +62,7 @@ class Results(Protocol):
 
     async def set(self, key: str, value: bytes, *, version: int | None = None, persist: bool = False) -> bool:
         """Set one key (see ``Write``); return whether it was written."""
-        ...
+        return (await self.set_many([Write(key, value, version, persist)]))[0]
 
     async def set_many(
         self,
