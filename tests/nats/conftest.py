@@ -48,7 +48,9 @@ def nats_version(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def nats_server(nats_version: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(VERSIONS[nats_version], tmp_path_factory.mktemp(f"nats-{nats_version}"))
+    # Not synced to disk before each acknowledgement: this server is for behaviour, not for
+    # crashes (the restart test starts a synced one of its own), and fsyncs make it slow.
+    server = NatsServer(VERSIONS[nats_version], tmp_path_factory.mktemp(f"nats-{nats_version}"), sync=False)
     yield server
     server.stop()
 

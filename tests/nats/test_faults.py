@@ -129,7 +129,7 @@ async def test_sigkill_of_a_busy_worker_loses_no_job(make_nats, prefix, workers,
 
 
 async def test_nats_server_restart_mid_run_loses_nothing_acknowledged(make_nats, prefix, workers, fault_report) -> None:
-    """nats-server (file store, synced before each acknowledgement) is SIGKILLed and restarted while workers run and a producer enqueues."""
+    """nats-server (file store, synced before each acknowledgement) is SIGKILLed and restarted mid-run."""
     server = make_nats(sync=True)
     url = server.url
     n, late, vt = 1000, 200, 3.0
