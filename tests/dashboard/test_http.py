@@ -84,6 +84,16 @@ async def test_jobs_pages_follow_the_cursor_to_the_end(stack: Stack) -> None:
         url = match.group(1).replace("&amp;", "&")[len(PREFIX) :] if match else None
     assert pages == 3
     assert sorted(seen) == sorted(made)
+    # The same pages as JSON, for scripts.
+    listed: list[str] = []
+    cursor = ""
+    while True:
+        answer = (await client.get("/api/queues/parked/jobs", params={"limit": 3, "cursor": cursor})).json()
+        listed += [job["id"] for job in answer["jobs"]]
+        if answer["cursor"] is None:
+            break
+        cursor = answer["cursor"]
+    assert listed == seen
 
 
 async def test_filters_by_task_and_by_time(stack: Stack) -> None:

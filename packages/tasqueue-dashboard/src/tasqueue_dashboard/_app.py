@@ -75,7 +75,6 @@ class Settings:
 class Overview(msgspec.Struct, frozen=True):
     queues: list[QueueInfo]
     workers: list[WorkerInfo]
-    at: float
 
 
 class Dashboard:
@@ -105,7 +104,7 @@ class Dashboard:
             queues = await self.insp.queues()
             workers = await self.insp.workers()
             self.throughput.add({q.name: (q.counts.total_successful, q.counts.total_failed) for q in queues})
-            return Overview(queues, workers, time.time())
+            return Overview(queues, workers)
 
         return await self.cache.get("overview", compute)
 
@@ -289,6 +288,12 @@ class Dashboard:
     async def api_queues(self, request: Request) -> Response:
         o = await self.overview()
         return Response(msgspec.json.encode({"queues": o.queues, "workers": o.workers}), media_type="application/json")
+
+    async def api_jobs(self, request: Request) -> Response:
+        """A page of a job list as JSON, with the same filters as the page and the cursor of the next."""
+        f = ListFilter.from_query(request.path_params["queue"], request.query_params)
+        rows, cursor = await self.rows(f)
+        return Response(msgspec.json.encode({"jobs": rows, "cursor": cursor}), media_type="application/json")
 
     # ---- actions -----------------------------------------------------------------------------
 
@@ -686,6 +691,7 @@ def build(dashboard: Dashboard) -> ASGIApp:
         Route("/schedules", d.page_schedules),
         Route("/actions/{verb}", d.act, methods=["POST"]),
         Route("/api/queues", d.api_queues),
+        Route("/api/queues/{queue}/jobs", d.api_jobs),
         Route("/health", health),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
