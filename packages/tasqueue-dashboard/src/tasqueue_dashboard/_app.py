@@ -124,8 +124,9 @@ class Dashboard:
         cursor = f.cursor
         cutoff = time.time() - SINCE[f.since] if f.since else None
         for _ in range(5):
+            # Each read asks for no more than the page lacks, so the cursor never skips a match.
             page = await self.insp.jobs(
-                f.queue, f.state, cursor=cursor, limit=f.limit, task=f.task or None, newest_first=not f.oldest
+                f.queue, f.state, cursor=cursor, limit=f.limit - len(rows), task=f.task or None, newest_first=not f.oldest
             )
             cursor = page.cursor
             for row in page.jobs:
@@ -137,7 +138,7 @@ class Dashboard:
                 rows.append(row)
             if cursor is None or len(rows) >= f.limit or not (f.task or f.since):
                 break
-        return rows[: f.limit], cursor
+        return rows, cursor
 
     # ---- rendering ---------------------------------------------------------------------------
 
