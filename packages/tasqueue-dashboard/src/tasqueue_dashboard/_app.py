@@ -155,7 +155,6 @@ class Dashboard:
             label=s.label,
             refresh_ms=int(s.refresh * 1000),
             note=request.query_params.get("note", ""),
-            path=request.url.path,
             here=_here(request),
             states=STATES,
             **context,
@@ -246,7 +245,7 @@ class Dashboard:
                 "result": result,
                 "group": group,
                 "chain": chain,
-                "verbs": [v for v in VERBS_BY_STATE[story.state] if v != "delete" or story.state is not JobState.RUNNING],
+                "verbs": VERBS_BY_STATE[story.state],
             }
 
         return await self.cache.get(("job", job_id), compute)
@@ -277,10 +276,10 @@ class Dashboard:
         return self.render(request, "notfound.html", status=404, wanted=wanted)
 
     async def page_workers(self, request: Request) -> Response:
-        return self.render(request, "workers.html", overview=await self.overview(), now=time.time())
+        return self.render(request, "workers.html", overview=await self.overview())
 
     async def live_workers(self, request: Request) -> Response:
-        return self.render(request, "_workers.html", overview=await self.overview(), now=time.time())
+        return self.render(request, "_workers.html", overview=await self.overview())
 
     async def page_schedules(self, request: Request) -> Response:
         schedules = await self.cache.get("schedules", self.insp.schedules)
