@@ -21,6 +21,7 @@ from tasqueue.broker import Broker, Delivery, Envelope
 from tasqueue.errors import (
     BrokerError,
     ConfigurationError,
+    JobCancelledError,
     JobError,
     JobTimeoutError,
     NotFoundError,
@@ -59,6 +60,7 @@ __all__ = [
     "GroupOpts",
     "Handler",
     "Job",
+    "JobCancelledError",
     "JobCtx",
     "JobError",
     "JobMessage",

@@ -11,6 +11,7 @@ The hierarchy::
     ├── NotFoundError                 no such job, result, group, chain or schedule (also a KeyError)
     └── JobError                      raised inside a worker about one run; stored as the job's ``prev_err``
         ├── JobTimeoutError           the handler ran past ``JobOpts.timeout`` (also a TimeoutError)
+        ├── JobCancelledError         a cancelled run tried to save a result
         └── UnknownTaskError          no handler is registered for the job's task
 
 Plugins wrap their client's exceptions in ``BrokerError`` / ``ResultsError`` with
@@ -22,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "BrokerError",
     "ConfigurationError",
+    "JobCancelledError",
     "JobError",
     "JobTimeoutError",
     "NotFoundError",
@@ -71,6 +73,10 @@ class JobError(TasqueueError):
 
 class JobTimeoutError(JobError, TimeoutError):
     """The handler did not finish within the job's timeout and was cancelled."""
+
+
+class JobCancelledError(JobError):
+    """The run was cancelled (timeout, shutdown, lost lease): it may save no result any more."""
 
 
 class UnknownTaskError(JobError):

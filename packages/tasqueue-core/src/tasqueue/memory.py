@@ -261,7 +261,8 @@ class MemoryResults:
         if w.version is not None:
             current = self._live(w.key, now)
             if current is not None and current.version is not None and current.version >= w.version:
-                return False
+                # The same value at the same version is this write replayed: it happened.
+                return current.version == w.version and current.value == w.value
         expires = None if (w.persist or self.expiry is None) else now + self.expiry
         self._data[w.key] = _Entry(w.value, w.version, expires)
         if expires is not None:
@@ -284,12 +285,19 @@ class MemoryResults:
         self._sweep(now)
         done = [self._write(w, now) for w in writes]
         expires = None if self.expiry is None else now + self.expiry
-        for name, ids in (("success", success), ("failed", failed)):
-            listed = self._lists[name]
-            for id_ in ids:
-                listed.pop(id_, None)  # re-adding moves the id to the end (newest)
-                listed[id_] = expires
+        for w, happened in zip(writes, done, strict=True):
+            if happened and (w.success or w.failed):
+                self._list("success", (w.success,) if w.success else (), expires)
+                self._list("failed", (w.failed,) if w.failed else (), expires)
+        self._list("success", success, expires)
+        self._list("failed", failed, expires)
         return done
+
+    def _list(self, name: str, ids: Sequence[str], expires: float | None) -> None:
+        listed = self._lists[name]
+        for id_ in ids:
+            listed.pop(id_, None)  # re-adding moves the id to the end (newest)
+            listed[id_] = expires
 
     async def delete(self, keys: Sequence[str], *, ids: Sequence[str] = ()) -> None:
         for key in keys:

@@ -1,0 +1,62 @@
+"""Small decisions a worker takes about a job, each with its reason: stalls, unknown tasks.
+
+Kept apart from the run itself so that each rule reads (and is tested) in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from tasqueue.jobs import Backoff
+from tasqueue.messages import JobMessage
+
+
+def stalls_charged(deliveries: int) -> int:
+    """How many worker deaths a job with this many deliveries (of one attempt) is blamed for.
+
+    When a worker dies, every job it was running comes back, and most of them merely ran beside
+    the one that killed it. So a redelivered job runs alone on its next worker, and only deaths
+    during such lone runs count against it: every delivery after the second one. The first
+    death is nobody's in particular.
+    """
+    return max(0, deliveries - 2)
+
+
+def unknown_task_delay(msg: JobMessage, timeout: float, backoff: Backoff) -> float | None:
+    """When to offer a job with an unknown task to another worker, or ``None`` once time is up.
+
+    Passes grow sparser the longer nobody takes the job (a quarter of the time it has waited,
+    between the backoff's first delay and its maximum), and stop ``timeout`` seconds after the
+    job came due.
+    """
+    now = datetime.now(UTC)
+    due = max(filter(None, (msg.enqueued_at, msg.job.opts.eta)), default=now)
+    waited = (now - due).total_seconds()
+    left = timeout - waited
+    if left <= 0:
+        return None
+    return min(max(backoff.delay(0), waited / 4), backoff.max, left)
+
+
+class UnknownTasks:
+    """Logs each unknown task once at warning level (then at debug), not once per pass."""
+
+    def __init__(self, log: logging.Logger, timeout: float) -> None:
+        self._log = log
+        self._timeout = timeout
+        self._seen: set[str] = set()
+
+    def passed_on(self, msg: JobMessage, delay: float) -> None:
+        task = msg.job.task
+        if task in self._seen:
+            self._log.debug("no handler for task %r (job %s); passed on again, back in %.2fs", task, msg.id, delay)
+            return
+        self._seen.add(task)
+        self._log.warning(
+            "no handler for task %r on this worker (job %s); passing such jobs on to other workers of the queue, "
+            "failing them %gs after they came due (logged once per task)",
+            task,
+            msg.id,
+            self._timeout,
+        )
