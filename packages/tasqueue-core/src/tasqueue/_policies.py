@@ -12,15 +12,24 @@ from tasqueue.jobs import Backoff
 from tasqueue.messages import JobMessage
 
 
-def stalls_charged(deliveries: int) -> int:
-    """How many worker deaths a job with this many deliveries (of one attempt) is blamed for.
+# When a worker dies, every job it was running comes back, and most of them merely ran beside the
+# one that killed it. Blaming each would park innocent jobs after a few crashes; so deaths count
+# against a job only while it runs alone. Running every redelivered job alone would serialise all
+# that a big worker held when it was killed (an OOM kill, a deploy), so the first death is
+# forgiven: a job whose workers died twice in one attempt runs alone from then on, and each
+# death after that is its own.
+_ALONE_FROM = 3  # the delivery from which a job runs alone
 
-    When a worker dies, every job it was running comes back, and most of them merely ran beside
-    the one that killed it. So a redelivered job runs alone on its next worker, and only deaths
-    during such lone runs count against it: every delivery after the second one. The first
-    death is nobody's in particular.
-    """
-    return max(0, deliveries - 2)
+
+def runs_alone(deliveries: int) -> bool:
+    """Whether a job with this many deliveries (of one attempt) must run with no other job beside it."""
+    return deliveries >= _ALONE_FROM
+
+
+def stalls_charged(deliveries: int) -> int:
+    """How many worker deaths a job with this many deliveries (of one attempt) is blamed for:
+    those during its lone runs."""
+    return max(0, deliveries - _ALONE_FROM)
 
 
 def unknown_task_delay(msg: JobMessage, timeout: float, backoff: Backoff) -> float | None:

@@ -139,9 +139,10 @@ class Runner:
                 )
                 await self._fail(run, msg, err, None, None)
                 return
-            # A worker died running this job, perhaps because of another job beside it: run it
-            # alone, so that a death now is its own (see _policies.stalls_charged).
-            await self._slots.alone(run)
+            if _policies.runs_alone(d.deliveries):
+                # Workers died running this job, perhaps because of jobs beside it: run it alone,
+                # so that a death now is its own (see _policies).
+                await self._slots.alone(run)
         task = self.tasks.get(msg.job.task)
         if task is None:
             await self._unknown_task(run, msg)

@@ -292,9 +292,9 @@ class ServerSuite(BrokerFixture, ResultsFixtures):
             raise AssertionError("must never run: its workers died too often")
 
         job_id = await server.enqueue(Job("poison", b""))
-        # Each fetch that is never settled is one death. The first is nobody's in particular (the
-        # job may have died beside the culprit); the ones after it count, as it then runs alone.
-        for _ in range(server.max_stalls + 2):
+        # Each fetch that is never settled is one death. The first two are nobody's in particular
+        # (the job may have died beside the culprit); after them it runs alone, and deaths count.
+        for _ in range(server.max_stalls + 3):
             (taken,) = await broker.fetch("tasqueue:tasks", 1, timeout=broker.visibility_timeout * 10 + 5)
             assert taken.id == job_id
         async with running(server):
