@@ -19,8 +19,9 @@ class Options:
     unknown_task_timeout: float
 
     def __post_init__(self) -> None:
-        if not isinstance(self.backoff, Backoff):
-            msg = f"backoff must be a tasqueue.Backoff, got {type(self.backoff).__name__}"
+        backoff: object = self.backoff  # checked at run time: callers are not always type-checked
+        if not isinstance(backoff, Backoff):
+            msg = f"backoff must be a tasqueue.Backoff, got {type(backoff).__name__}"
             raise TypeError(msg)
         _seconds("shutdown_timeout", self.shutdown_timeout, "a number of seconds >= 0 (0 hands running jobs back at once)")
         _seconds("fetch_timeout", self.fetch_timeout, "a number of seconds > 0 (how long one fetch waits for work)", zero=False)

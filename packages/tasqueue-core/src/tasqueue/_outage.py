@@ -61,7 +61,8 @@ class Outage:
     def ok(self) -> None:
         """Record a success; log the recovery if it ends an outage."""
         if self._since is not None:
-            self._log.warning("%s works again after %.1fs (%d failed tries)", self._what, time.monotonic() - self._since, self._failures)
+            down_for = time.monotonic() - self._since
+            self._log.warning("%s works again after %.1fs (%d failed tries)", self._what, down_for, self._failures)
             self._since = None
         self._failures = 0
         self._delay = _RETRY_MIN
@@ -71,8 +72,11 @@ def _describe(exc: BaseException) -> str:
     """The exception and the innermost cause, on one line (clients chain several)."""
     text = f"{type(exc).__name__}: {exc}"
     root = exc
-    while root.__cause__ is not None or (root.__context__ is not None and not root.__suppress_context__):
-        root = root.__cause__ or root.__context__  # type: ignore[assignment]
+    for _ in range(20):  # chains are short; a cycle must not hang the logger
+        cause = root.__cause__ or (None if root.__suppress_context__ else root.__context__)
+        if cause is None:
+            break
+        root = cause
     if root is not exc and str(root) not in text:
         text += f" (caused by {type(root).__name__}: {root})"
     return text

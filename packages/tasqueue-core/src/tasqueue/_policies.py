@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from tasqueue.jobs import Backoff
 from tasqueue.messages import JobMessage
 
-
 # When a worker dies, every job it was running comes back, and most of them merely ran beside the
 # one that killed it. Blaming each would park innocent jobs after a few crashes; so deaths count
 # against a job only while it runs alone. Running every redelivered job alone would serialise all

@@ -133,8 +133,10 @@ class Publisher:
             return []
         ids = [m.id for m in messages]
         if len(set(ids)) < len(ids):
-            seen: set[str] = set()
-            messages = [m for m in messages if not (m.id in seen or seen.add(m.id))]
+            first: dict[str, JobMessage] = {}
+            for m in messages:
+                first.setdefault(m.id, m)
+            messages = list(first.values())
         data = [encode_message(m) for m in messages]
         writes = [Write(job_key(m.id), d, version=0) for m, d in zip(messages, data, strict=True)]
         writes += [

@@ -137,7 +137,7 @@ class Runner:
                     f"WorkerLostError: its workers died or lost its lease {d.deliveries - 1} times running this job, "
                     f"{charged} of them while it ran alone; parked as failed"
                 )
-                await self._fail(run, msg, err, None, None)
+                await self._fail(run, msg, err)
                 return
             if _policies.runs_alone(d.deliveries):
                 # Workers died running this job, perhaps because of jobs beside it: run it alone,
@@ -232,7 +232,7 @@ class Runner:
         msg, d = ctx.meta, run.delivery
         err = f"{type(exc).__name__}: {exc}"
         if msg.retried >= msg.max_retry:
-            await self._fail(run, msg, err, exc, task, ctx)
+            await self._fail(run, msg, err, exc=exc, task=task, ctx=ctx)
             return
         self.log.info("job %s (%s) failed, will retry (%d/%d): %s", msg.id, msg.job.task, msg.retried + 1, msg.max_retry, err)
         if task.opts.retrying_cb is not None:
@@ -259,8 +259,9 @@ class Runner:
         run: Run,
         msg: JobMessage,
         err: str,
-        exc: Exception | None,
-        task: RegisteredTask | None,
+        *,
+        exc: Exception | None = None,
+        task: RegisteredTask | None = None,
         ctx: JobCtx | None = None,
     ) -> None:
         """Fail a job for good: ``failed_cb``, status ``failed`` on the failed list, ``on_error`` jobs, ack."""
@@ -270,8 +271,10 @@ class Runner:
             await self._callback(run, task.opts.failed_cb, ctx, exc)
         follow = self.publisher.follow_ups(msg, "on_error", None) if msg.job.on_error else []
         version = _version(msg, run.delivery, PHASE_DONE)
-        status = Write(job_key(msg.id), encode(replace(msg, status=JobStatus.FAILED, prev_err=err)), version=version, failed=msg.id)
-        await self._conclude(run, Outcome(run.queue, run.delivery, [status], status=status, record=msg, done_version=version), follow)
+        final = encode(replace(msg, status=JobStatus.FAILED, prev_err=err))
+        status = Write(job_key(msg.id), final, version=version, failed=msg.id)
+        outcome = Outcome(run.queue, run.delivery, [status], status=status, record=msg, done_version=version)
+        await self._conclude(run, outcome, follow)
 
     async def _conclude(self, run: Run, outcome: Outcome, follow: list[JobMessage]) -> None:
         """Hand the outcome to the settler, with its follow-ups through the enqueue middleware.
@@ -297,7 +300,9 @@ class Runner:
             if queued:
                 return  # the settler has the outcome; it gives the job back to publish them later
             delay = self.options.backoff.delay(0)
-            self.log.exception("the enqueue middleware failed on the follow-up jobs of %s; trying again in %.1fs", run.delivery.id, delay)
+            self.log.exception(
+                "the enqueue middleware failed on the follow-up jobs of %s; trying again in %.1fs", run.delivery.id, delay
+            )
             outcome.nack, outcome.delay = True, delay
             self.settler.settle(outcome)
             return
@@ -346,7 +351,7 @@ class Runner:
         unknown = UnknownTaskError(
             f"no worker took task {msg.job.task!r} within {self.options.unknown_task_timeout:g}s (this one has: {known})"
         )
-        await self._fail(run, msg, f"UnknownTaskError: {unknown}", unknown, None)
+        await self._fail(run, msg, f"UnknownTaskError: {unknown}")
 
     async def _forward(self, run: Run, msg: JobMessage, queue: str) -> None:
         """Move a job from the default queue to the queue its task is registered on."""

@@ -246,11 +246,11 @@ class Settler:
             if not alive:
                 alive = await self._readable([w.key for w in failed[0][1]])
             groups = []
-            for o, ws, exc in failed:
+            for o, ws, refusal in failed:
                 strike = strikes[id(ws[0])] = strikes.get(id(ws[0]), 0) + alive
                 if strike < _STRIKES:
                     groups.append((o, ws))
-                elif not await self._record_refusal(o, ws, exc, happened):
+                elif not await self._record_refusal(o, ws, refusal, happened):
                     groups.append((o, ws))  # not even its failure could be written: keep trying
             if not groups:
                 self._store_outage.ok()

@@ -13,6 +13,7 @@ worker has, ends as failed rather than waiting there for ever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections import deque
@@ -266,10 +267,8 @@ class Worker:
         loop = asyncio.get_running_loop()
 
         def ended(_: object) -> None:
-            try:
+            with contextlib.suppress(RuntimeError):  # a closed loop: the worker is gone
                 loop.call_soon_threadsafe(self._free_slot, run.queue)
-            except RuntimeError:
-                pass  # the loop is closed: the worker is gone
 
         thread.add_done_callback(ended)
 

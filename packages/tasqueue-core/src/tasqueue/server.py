@@ -105,7 +105,8 @@ class Server:
         self._sync: BlockingServer | None = None
         self._publisher = Publisher(self.broker, self.results, self.log, self._queue_of)
         # Last, so that plugins registering middleware see a fully built Server.
-        for mw in middleware:
+        given: tuple[object, ...] = tuple(middleware)  # checked at run time: callers are not always type-checked
+        for mw in given:
             if not isinstance(mw, Middleware):
                 msg = f"middleware must be tasqueue.Middleware instances, got {type(mw).__name__}"
                 raise TypeError(msg)

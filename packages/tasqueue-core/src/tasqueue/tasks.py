@@ -66,12 +66,18 @@ class TaskOpts:
     failed_cb: ErrorCallback | None = None
 
     def __post_init__(self) -> None:
-        if self.concurrency is not None and (not isinstance(self.concurrency, int) or self.concurrency < 1):
+        concurrency = self.concurrency
+        if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
             msg = f"TaskOpts.concurrency must be an int >= 1, got {self.concurrency!r}"
             raise ValueError(msg)
-        if not self.queue:
-            msg = "TaskOpts.queue must be a non-empty string"
+        if not self.queue or not isinstance(self.queue, str):
+            msg = f"TaskOpts.queue must be a non-empty string, got {self.queue!r}"
             raise ValueError(msg)
+        for name in ("success_cb", "processing_cb", "retrying_cb", "failed_cb"):
+            fn = getattr(self, name)
+            if fn is not None and not callable(fn):
+                msg = f"TaskOpts.{name} must be callable (sync or async), got {type(fn).__name__}"
+                raise TypeError(msg)
 
 
 def is_async_callable(fn: object) -> bool:
@@ -164,10 +170,7 @@ class JobCtx:
 
     def _refuse_if_cancelled(self) -> None:
         if self._state.cancelled:
-            msg = (
-                f"job {self.meta.id} was cancelled (timeout, shutdown or a lost lease); "
-                "a cancelled run saves no result"
-            )
+            msg = f"job {self.meta.id} was cancelled (timeout, shutdown or a lost lease); a cancelled run saves no result"
             raise JobCancelledError(msg)
 
     def __repr__(self) -> str:

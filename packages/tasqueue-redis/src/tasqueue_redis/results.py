@@ -176,7 +176,8 @@ class RedisResults:
                 part = writes[start : start + _CHUNK]
                 done += await self.set_many(part, success=success if last else (), failed=failed if last else ())
             return done
-        if len(writes) == 1 and not (success or failed or self._cluster) and (writes[0].version or 0) == 0 and not (writes[0].success or writes[0].failed):
+        lone = writes[0] if len(writes) == 1 and not (success or failed or self._cluster) else None
+        if lone is not None and (lone.version or 0) == 0 and not (lone.success or lone.failed):
             # One plain or "only if absent" write (every enqueue makes one): a bare SET costs Redis
             # a fraction of a script call. A refused SET NX may still be a win over an
             # unversioned value, so that case alone goes on to the script.
