@@ -1,23 +1,33 @@
-"""tasqueue on Redis against the floor: what a bare redis-py reliable queue does on the same Redis.
+"""tasqueue on Redis against its peers (huey, dramatiq) and the floor: bare redis-py on the same Redis.
 
     python benchmarks/bench_redis.py                 # starts its own redis-server on a free port
     python benchmarks/bench_redis.py --url redis://127.0.0.1:6380/0
     python benchmarks/bench_redis.py --quick         # smaller sizes, for a smoke run
+    python benchmarks/bench_redis.py --peers ''      # tasqueue and the floors only
+    python benchmarks/bench_redis.py --repeat 3      # medians and ranges of three rounds
 
-Figures, all on one Redis in one run:
+Figures, all on one Redis in one run, printed as they come and then as one table with the
+issue's targets (processing vs the faster peer, one-by-one enqueue vs huey, idle p50 vs the
+floor, workflows vs dramatiq). Each peer (``peers.py``; the apps in ``peer_huey.py`` and
+``peer_dramatiq.py``) runs the same shapes as a new user runs it: its own worker CLI, one
+process at the same concurrency in threads (huey ``-w 10 -k thread``, dramatiq ``--processes 1
+--threads 10``), its producer API one call per job, its defaults otherwise. They are
+bench-only dependencies, installed by ``nox -s bench-redis``; a peer that is not installed is
+left out with a note.
 
-* enqueue: ``await srv.enqueue`` one by one, and ``srv.enqueue_many`` in batches of 1000, against
+* enqueue: ``await srv.enqueue`` one by one (and each peer's call), and ``srv.enqueue_many`` in batches of 1000, against
   a bare awaited ``LPUSH`` per job and pipelined ``LPUSH``;
 * processing: 20,000 and 100,000 no-op jobs through one worker *process* at concurrency 10
   (pre-enqueued; timed from the first to the last job recorded successful, by the Redis clock),
   against the floor consumer: a Lua script that moves up to 100 ids from a list into a ZSET of
   leases per call, and pipelined ZREM acks, with no status or result writes;
-* 10,000 chains of 10 jobs and 10,000 groups of 10 jobs (``--chains``/``--groups`` to scale);
+* 10,000 chains of 10 jobs and 10,000 groups of 10 jobs (``--chains``/``--groups`` to scale;
+  peers: huey pipelines, dramatiq pipelines and groups);
 * idle latency: enqueue-to-handler-start, p50/p99, with the worker waiting on an empty queue,
   next to two floors (redis-py ``LPUSH`` -> ``BLPOP``, and the same over raw blocking sockets)
   and the Redis time of each script right after a wake-up (``SLOWLOG``); ``--latency-only``
   runs just this part;
-* worker peak RSS (VmHWM of the worker process, after the 100,000-job run).
+* worker peak RSS (VmHWM of the process that runs the jobs, after the 100,000-job run).
 
 The started Redis uses ``appendonly yes`` with ``appendfsync everysec``, as a deployment that must
 not lose jobs would (``--no-aof`` turns that off).
@@ -38,6 +48,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+import peers as peer_libs
 
 QUEUE = "bench"
 HERE = Path(__file__).resolve()
@@ -447,80 +459,175 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+class Table:
+    """Every figure of the run by measure and column, printed at the end with the target ratios."""
+
+    COLUMNS = ("tasqueue", "huey", "dramatiq", "floor")
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, list[float]]] = {}
+        self.units: dict[str, str] = {}
+
+    def add(self, measure: str, column: str, value: float, unit: str) -> None:
+        self.values.setdefault(measure, {}).setdefault(column, []).append(value)
+        self.units[measure] = unit
+        print(f"  {column:<9} {measure:<44} {self.fmt(value, unit):>14}", flush=True)
+
+    def get(self, measure: str, column: str) -> float | None:
+        values = self.values.get(measure, {}).get(column)
+        return statistics.median(values) if values else None
+
+    @staticmethod
+    def fmt(value: float, unit: str) -> str:
+        return f"{value:,.2f} {unit}" if unit in {"ms", "MB"} else f"{value:,.0f} {unit}"
+
+    def cell(self, measure: str, column: str) -> str:
+        values = self.values.get(measure, {}).get(column)
+        if not values:
+            return "-"
+        text = self.fmt(statistics.median(values), self.units[measure])
+        if len(values) > 1:
+            low, high = min(values), max(values)
+            digits = 2 if self.units[measure] in {"ms", "MB"} else 0
+            text += f" [{low:,.{digits}f}-{high:,.{digits}f}]"
+        return text
+
+    def ratio(self, measure: str) -> str:
+        """The issue's target for this measure, and where tasqueue stands (on the medians)."""
+        tq = self.get(measure, "tasqueue")
+        if tq is None:
+            return ""
+        peers = {c: v for c in ("huey", "dramatiq") if (v := self.get(measure, c)) is not None}
+        floor = self.get(measure, "floor")
+        if measure.startswith("process"):
+            if not peers:
+                return ""
+            best = max(peers, key=peers.__getitem__)
+            return f"{tq / peers[best]:.1f}x {best} (target >= 8x)"
+        if measure == "enqueue one by one":
+            parts = [f"{tq / peers['huey']:.2f}x huey (target >= 1x)"] if "huey" in peers else []
+            if floor:
+                parts.append(f"{tq / floor:.0%} of LPUSH")
+            return ", ".join(parts)
+        if measure == "idle latency p50":
+            return f"{(tq - floor):+.2f} ms vs LPUSH->BLPOP (target <= +0.3)" if floor is not None else ""
+        if measure == "worker peak RSS":
+            return "(target <= 35 MB)"
+        if measure.endswith("run") and "dramatiq" in peers:
+            plain = self.get(f"process {self.large:,}", "tasqueue")
+            same = f", {tq / plain:.0%} of plain jobs" if plain else ""
+            return f"{tq / peers['dramatiq']:.1f}x dramatiq (target >= 5x){same}"
+        if floor and self.units[measure] == "jobs/s":
+            return f"{tq / floor:.0%} of the floor"
+        return ""
+
+    large = 0
+
+    def print(self) -> None:
+        widths = [44, *(24,) * len(self.COLUMNS)]
+        head = ["", *self.COLUMNS, "tasqueue vs target"]
+        print("\n" + "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=False)) + head[-1])
+        for measure in self.values:
+            cells = [measure, *(self.cell(measure, c) for c in self.COLUMNS)]
+            print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + self.ratio(measure))
+
+
 async def run(url: str, args: argparse.Namespace, logdir: Path) -> None:
     b = Bench(url, logdir)
     info = await b.raw.info("server")
     aof = (await b.raw.config_get("appendonly"))["appendonly"]
     print(f"tasqueue-redis benchmark: Redis {info['redis_version']} at {url} (appendonly {aof}), Python {sys.version.split()[0]}")
-    print(f"one host, {os.cpu_count()} CPUs shared by Redis, the worker process and this producer process")
-    if not args.latency_only:
-        await throughput(b, args)
-    print("\nidle latency (a job every 20 ms, the worker blocked on an empty queue in between)")
+    print(f"one host, {os.cpu_count()} CPUs shared by Redis, the worker processes and this producer process")
+    peers, missing = peer_libs.load(url, [p for p in args.peers.split(",") if p])
+    for note in missing:
+        print(note)
+    pb = peer_libs.PeerBench(url, logdir)
+    table = Table()
+    table.large = args.jobs[1]
+    try:
+        for repeat in range(args.repeat):
+            if args.repeat > 1:
+                print(f"\nround {repeat + 1} of {args.repeat}")
+            if not args.latency_only:
+                await throughput(b, pb, peers, table, args)
+            await latency(b, pb, peers, table, args)
+        table.print()
+        if not args.latency_only:
+            base = import_rss_mb()
+            imports = f"tasqueue + redis.asyncio {base['all']:.1f} MB, tasqueue alone {base['core']:.1f} MB"
+            print(f"worker peak RSS floor: a process that only imports {imports}")
+        await b.idle_latency(100, profile=True)
+        for name, us in sorted(b.script_us.items()):
+            print(f"Redis time of tasqueue's {name} script in a second idle run (median): {us:.0f} µs")
+    finally:
+        pb.close()
+        await b.raw.flushall()
+        await b.raw.aclose()
+
+
+async def latency(b: Bench, pb: peer_libs.PeerBench, peers: list[peer_libs.Peer], table: Table, args: argparse.Namespace) -> None:
+    print(f"\nidle latency, enqueue call -> handler start ({args.samples} samples, one every 20 ms)")
     call, ret = await b.idle_latency(args.samples)
-    p50 = f"{pct(call, 50) * 1000:.2f} ms"
-    b.row(f"idle latency, enqueue call -> handler start, p50 ({args.samples})", p50, "(target p50 < 1 ms)")
-    b.row("idle latency, enqueue call -> handler start, p99", f"{pct(call, 99) * 1000:.2f} ms")
-    b.row("idle latency, enqueue returned -> handler start, p50", f"{pct(ret, 50) * 1000:.2f} ms")
-    b.row("idle latency, enqueue returned -> handler start, p99", f"{pct(ret, 99) * 1000:.2f} ms")
-    b.row("idle latency, mean of enqueue call -> start", f"{statistics.fmean(call) * 1000:.2f} ms")
+    for p in (50, 99):
+        table.add(f"idle latency p{p}", "tasqueue", pct(call, p) * 1000, "ms")
+    table.add("idle latency p50, from enqueue returned", "tasqueue", pct(ret, 50) * 1000, "ms")
+    for peer in peers:
+        lat = pb.idle_latency(peer, args.samples, args.concurrency)
+        for p in (50, 99):
+            table.add(f"idle latency p{p}", peer.name, pct(lat, p) * 1000, "ms")
     bare = await floor_latency(b, args.samples)
-    b.row("idle latency floor: bare LPUSH call -> BLPOP in another process, p50", f"{pct(bare, 50) * 1000:.2f} ms")
-    b.row("idle latency floor: p99", f"{pct(bare, 99) * 1000:.2f} ms")
+    for p in (50, 99):
+        table.add(f"idle latency p{p}", "floor", pct(bare, p) * 1000, "ms")
     raw = await raw_floor_latency(b, args.samples)
-    b.row("  the same over raw blocking sockets (no asyncio, no redis-py), p50", f"{pct(raw, 50) * 1000:.2f} ms")
-    b.row("  the same over raw blocking sockets, p99", f"{pct(raw, 99) * 1000:.2f} ms")
-    await b.idle_latency(100, profile=True)
-    for name, us in sorted(b.script_us.items()):
-        b.row(f"  Redis time of the {name} script in a second idle run (median)", f"{us:.0f} µs")
-    await b.raw.flushall()
-    await b.raw.aclose()
+    table.add("idle latency p50, raw sockets (no asyncio)", "floor", pct(raw, 50) * 1000, "ms")
 
 
-async def throughput(b: Bench, args: argparse.Namespace) -> None:
-    print()
+async def throughput(
+    b: Bench, pb: peer_libs.PeerBench, peers: list[peer_libs.Peer], table: Table, args: argparse.Namespace
+) -> None:
     small, large = args.jobs
-    # The two one-by-one figures are taken in alternating rounds (best of each), so that a noisy
-    # neighbour on the host skews both alike.
-    lpush = one = 0.0
+    c = args.concurrency
+    # One-by-one enqueue in alternating rounds (best of each), so that a noisy neighbour on the
+    # host skews every library alike.
+    print(f"\nenqueue one by one (best of {args.rounds} alternating rounds x {args.one_by_one:,})")
+    best: dict[str, float] = {}
     for _ in range(args.rounds):
-        lpush = max(lpush, await b.floor_lpush_awaited(args.one_by_one))
-        one = max(one, await b.enqueue_one_by_one(args.one_by_one))
+        best["floor"] = max(best.get("floor", 0.0), await b.floor_lpush_awaited(args.one_by_one))
+        best["tasqueue"] = max(best.get("tasqueue", 0.0), await b.enqueue_one_by_one(args.one_by_one))
+        for peer in peers:
+            best[peer.name] = max(best.get(peer.name, 0.0), pb.enqueue_one_by_one(peer, args.one_by_one))
+    for column, rate in best.items():
+        table.add("enqueue one by one", column, rate, "jobs/s")
 
-    print("floor (bare redis-py asyncio, ids only, no status or result writes)")
-    b.row(f"LPUSH awaited one by one (best of {args.rounds} x {args.one_by_one:,})", f"{lpush:,.0f} jobs/s")
-    piped = await b.floor_lpush_pipelined(large)
-    b.row(f"LPUSH pipelined x1000 ({large:,})", f"{piped:,.0f} jobs/s")
-    floor = {n: await b.floor_consume(n) for n in (small, large)}
-    for n, rate in floor.items():
-        b.row(f"consume {n:,}: Lua claim <=100 into a ZSET + pipelined ZREM", f"{rate:,.0f} jobs/s")
+    print(f"\nenqueue in batches of 1000 ({large:,})")
+    table.add("enqueue batches of 1000", "floor", await b.floor_lpush_pipelined(large), "jobs/s")
+    table.add("enqueue batches of 1000", "tasqueue", await b.enqueue_bulk(large), "jobs/s")
 
-    print("\ntasqueue-redis")
-    b.row(
-        f"enqueue one by one (best of {args.rounds} x {args.one_by_one:,})",
-        f"{one:,.0f} jobs/s",
-        f"{one / lpush:6.1%} of LPUSH (target >= 50%)",
-    )
-    bulk = await b.enqueue_bulk(large)
-    b.row(f"enqueue_many x1000 ({large:,})", f"{bulk:,.0f} jobs/s", f"{bulk / piped:6.1%} of pipelined LPUSH")
-    rss = 0.0
+    print(f"\nprocess pre-enqueued no-op jobs, 1 worker process, concurrency {c}")
+    rss = {}
     for n in (small, large):
-        rate, rss = await b.process(n, args.concurrency)
-        ratio = f"{rate / floor[n]:6.1%} of the floor (target >= 25%)"
-        b.row(f"process {n:,} no-op jobs, 1 worker process, concurrency {args.concurrency}", f"{rate:,.0f} jobs/s", ratio)
-    b.row(f"worker peak RSS after {large:,} jobs", f"{rss:.1f} MB", "(target < 40 MB)")
-    base = import_rss_mb()
-    b.row("  of which: a process that only imports tasqueue + redis.asyncio", f"{base['all']:.1f} MB")
-    b.row("  of which: a process that only imports tasqueue (no redis-py)", f"{base['core']:.1f} MB")
-    if args.chains:
-        enq, rate = await b.workflows("chain", args.chains, 10, args.concurrency)
-        b.row(f"enqueue_chain ({args.chains:,} chains of 10)", f"{enq:,.0f} chains/s")
-        jobs = f"{args.chains * 10:,} jobs"
-        b.row(f"run {args.chains:,} chains of 10 ({jobs})", f"{rate:,.0f} jobs/s", f"{rate / floor[large]:6.1%} of the floor")
-    if args.groups:
-        enq, rate = await b.workflows("group", args.groups, 10, args.concurrency)
-        b.row(f"enqueue_group ({args.groups:,} groups of 10)", f"{enq:,.0f} groups/s")
-        jobs = f"{args.groups * 10:,} jobs"
-        b.row(f"run {args.groups:,} groups of 10 ({jobs})", f"{rate:,.0f} jobs/s", f"{rate / floor[large]:6.1%} of the floor")
+        measure = f"process {n:,}"
+        table.add(measure, "floor", await b.floor_consume(n), "jobs/s")
+        rate, rss["tasqueue"] = await b.process(n, c)
+        table.add(measure, "tasqueue", rate, "jobs/s")
+        for peer in peers:
+            rate, rss[peer.name] = pb.process(peer, n, c)
+            table.add(measure, peer.name, rate, "jobs/s")
+    for column, mb in rss.items():
+        table.add("worker peak RSS", column, mb, "MB")
+
+    for kind, count in (("chain", args.chains), ("group", args.groups)):
+        if not count:
+            continue
+        print(f"\n{count:,} {kind}s of 10 ({count * 10:,} jobs)")
+        enq, rate = await b.workflows(kind, count, 10, c)
+        table.add(f"{kind}s of 10: enqueue", "tasqueue", enq, f"{kind}s/s")
+        table.add(f"{kind}s of 10: run", "tasqueue", rate, "jobs/s")
+        for peer in peers:
+            if kind in peer.flows:
+                enq, rate = pb.workflows(peer, kind, count, 10, c)
+                table.add(f"{kind}s of 10: enqueue", peer.name, enq, f"{kind}s/s")
+                table.add(f"{kind}s of 10: run", peer.name, rate, "jobs/s")
 
 
 def main() -> None:
@@ -551,6 +658,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300, help="idle-latency samples")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the one-by-one enqueue figures")
     parser.add_argument("--latency-only", action="store_true", help="only the idle-latency figures")
+    parser.add_argument("--peers", default="huey,dramatiq", help="peers to run alongside (comma-separated; '' for none)")
+    parser.add_argument("--repeat", type=int, default=1, help="run everything N times; the table shows medians [ranges]")
     args = parser.parse_args()
     args.jobs = (2_000, 10_000) if args.quick else (20_000, 100_000)
     args.one_by_one = 2_000 if args.quick else 5_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest_asyncio
 
-from tasqueue.testing import BrokerSuite, ResultsFactory, ResultsSuite, ServerSuite
+from tasqueue.testing import BrokerSuite, InspectorSuite, ResultsFactory, ResultsSuite, ServerSuite
 from tasqueue_redis import RedisBroker
 
 
@@ -21,6 +21,16 @@ class TestRedisResults(ResultsSuite):
 
 
 class TestRedisServer(ServerSuite):
+    @pytest_asyncio.fixture
+    async def broker(self, redis_broker: RedisBroker) -> RedisBroker:
+        return redis_broker
+
+    @pytest_asyncio.fixture
+    async def results_factory(self, redis_results_factory: ResultsFactory) -> ResultsFactory:
+        return redis_results_factory
+
+
+class TestRedisInspector(InspectorSuite):
     @pytest_asyncio.fixture
     async def broker(self, redis_broker: RedisBroker) -> RedisBroker:
         return redis_broker

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasqueue.broker import Broker, Delivery, Envelope
+from tasqueue.control import JobState
 from tasqueue.errors import (
     BrokerError,
     ConfigurationError,
@@ -32,6 +33,7 @@ from tasqueue.errors import (
     UnknownTaskError,
 )
 from tasqueue.hookspecs import hookimpl
+from tasqueue.inspector import Inspector, JobFilter
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, ChainOpts, Group, GroupOpts, Job, JobOpts
 from tasqueue.messages import ChainMessage, ChainMeta, GroupMessage, GroupMeta, JobMessage, JobStatus, Meta
 from tasqueue.middleware import EnqueueNext, Middleware, ProcessNext
@@ -59,12 +61,15 @@ __all__ = [
     "GroupMeta",
     "GroupOpts",
     "Handler",
+    "Inspector",
     "Job",
     "JobCancelledError",
     "JobCtx",
     "JobError",
+    "JobFilter",
     "JobMessage",
     "JobOpts",
+    "JobState",
     "JobStatus",
     "JobTimeoutError",
     "Meta",

@@ -21,6 +21,7 @@ from tasqueue import _schedule
 from tasqueue._codec import decode_job
 from tasqueue._codec import encode as encode_message
 from tasqueue._keys import derived_id, job_key, new_id, schedule_key
+from tasqueue._presence import note_schedules
 from tasqueue.broker import Broker, Envelope
 from tasqueue.errors import BrokerError, TasqueueError
 from tasqueue.jobs import DEFAULT_QUEUE, Job
@@ -146,6 +147,8 @@ class Publisher:
             await self._store_and_publish_new(messages, data, writes)
         else:
             await self._store_then_publish(messages, data, writes)
+        if any(m.schedule_id for m in messages):
+            await note_schedules(self.broker, messages, self.log)
         return ids
 
     async def _store_and_publish_new(self, messages: Sequence[JobMessage], data: list[bytes], writes: list[Write]) -> None:

@@ -24,6 +24,7 @@ from tasqueue import _policies
 from tasqueue._codec import DecodeErrors, decode_job, encode
 from tasqueue._keys import PHASE_DONE, PHASE_HANDED_BACK, PHASE_RUNNING, job_key, result_key, schedule_key, status_version
 from tasqueue._options import Options
+from tasqueue._presence import Presence, traceback_writes
 from tasqueue._publisher import Publisher
 from tasqueue._settler import Outcome, Settler
 from tasqueue.broker import Delivery
@@ -89,6 +90,7 @@ class Runner:
         middleware: Sequence[Middleware],
         options: Options,
         slots: Slots,
+        presence: Presence,
         executor: ThreadPoolExecutor | None,
         log: logging.Logger,
     ) -> None:
@@ -102,6 +104,7 @@ class Runner:
         self._middleware = middleware
         self._process = compose_process(middleware, self._call_handler)
         self._slots = slots
+        self._presence = presence
         self._executor = executor
         self._unknown = _policies.UnknownTasks(log, options.unknown_task_timeout)
 
@@ -240,19 +243,21 @@ class Runner:
         data = encode(replace(msg, status=JobStatus.RETRYING, prev_err=err, retried=msg.retried + 1))
         backoff = msg.job.opts.backoff or task.opts.backoff or self.options.backoff
         status = Write(job_key(msg.id), data, version=_version(msg, d, PHASE_HANDED_BACK))
+        delay = backoff.delay(msg.retried)
         self.settler.settle(
             Outcome(
                 run.queue,
                 d,
-                [status],
+                [status, *traceback_writes(msg.id, exc)],
                 status=status,
                 record=msg,
                 done_version=_version(msg, d, PHASE_DONE),
                 nack=True,
                 data=data,
-                delay=backoff.delay(msg.retried),
+                delay=delay,
             )
         )
+        self._presence.retrying(run.queue, msg.id, delay)
 
     async def _fail(
         self,
@@ -273,7 +278,8 @@ class Runner:
         version = _version(msg, run.delivery, PHASE_DONE)
         final = encode(replace(msg, status=JobStatus.FAILED, prev_err=err))
         status = Write(job_key(msg.id), final, version=version, failed=msg.id)
-        outcome = Outcome(run.queue, run.delivery, [status], status=status, record=msg, done_version=version)
+        writes = [status, *traceback_writes(msg.id, exc)]
+        outcome = Outcome(run.queue, run.delivery, writes, status=status, record=msg, done_version=version)
         await self._conclude(run, outcome, follow)
 
     async def _conclude(self, run: Run, outcome: Outcome, follow: list[JobMessage]) -> None:

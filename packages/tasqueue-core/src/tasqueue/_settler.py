@@ -111,6 +111,8 @@ class Settler:
         publish: Stores and publishes follow-up jobs (the enqueue middleware already ran).
         retry_delay: How long a job whose follow-ups could not be published waits to come back.
         settled: Called with the queue of each settled delivery.
+        recorded: Called with the queue of each job, and the ids that went on the success and
+            failed lists, once a batch is written.
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class Settler:
         log: logging.Logger,
         retry_delay: Callable[[], float],
         settled: Callable[[str], None],
+        recorded: Callable[[dict[str, str], list[str], list[str]], None],
     ) -> None:
         self._results = results
         self._broker = broker
@@ -129,6 +132,7 @@ class Settler:
         self._log = log
         self._retry_delay = retry_delay
         self._settled = settled
+        self._recorded = recorded
         self._writes: dict[str, Write] = {}
         self._outcomes: list[Outcome] = []
         self._in_flight: list[Outcome] = []
@@ -195,6 +199,7 @@ class Settler:
         try:
             happened = await self._store(writes, outcomes)
             won = [o.status is None or happened.get(id(o.status), False) for o in outcomes]
+            self._report(outcomes, won)
             await self._publish_follow_ups([o for o, ok in zip(outcomes, won, strict=True) if ok and o.follow_ups])
             await self._settle(outcomes, won)
         finally:
@@ -278,6 +283,18 @@ class Settler:
         happened[id(fallback)] = ok
         o.writes, o.status, o.nack, o.follow_ups = [fallback], fallback, False, ()
         return True
+
+    def _report(self, outcomes: list[Outcome], won: list[bool]) -> None:
+        success: list[str] = []
+        failed: list[str] = []
+        for o, ok in zip(outcomes, won, strict=True):
+            if ok and o.status is not None:
+                if o.status.success:
+                    success.append(o.status.success)
+                elif o.status.failed:
+                    failed.append(o.status.failed)
+        if success or failed:
+            self._recorded({o.delivery.id: o.queue for o in outcomes}, success, failed)
 
     # ---- follow-ups and the broker -------------------------------------------------------
 

@@ -24,6 +24,7 @@ from tasqueue._heartbeat import Heartbeat
 from tasqueue._options import Options
 from tasqueue._outage import Outage
 from tasqueue._prefetch import Prefetch
+from tasqueue._presence import Presence
 from tasqueue._publisher import Publisher
 from tasqueue._runner import Run, Runner
 from tasqueue._settler import Settler
@@ -54,11 +55,13 @@ class Worker:
         self.options = options
         self.log = log
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.queues = {**queues}
+        self.task_queues = queues  # the queues of the registered tasks
+        self.queues = {**queues}  # and the ones consumed
         self.queues.setdefault(DEFAULT_QUEUE, QueueConfig(1, explicit=False))  # watched, see the module docstring
         sync_queues = {t.opts.queue for t in tasks.values() if not t.is_async}
         sync_slots = sum(self.queues[q].concurrency for q in sync_queues)
         self._executor = ThreadPoolExecutor(sync_slots, thread_name_prefix="tasqueue-sync") if sync_slots else None
+        self.presence = Presence(self)
         self._settler = Settler(
             results,
             broker,
@@ -66,6 +69,7 @@ class Worker:
             log=log,
             retry_delay=lambda: options.backoff.delay(0),
             settled=self._settled,
+            recorded=self.presence.finished,
         )
         self._runner = Runner(
             tasks=tasks,
@@ -76,6 +80,7 @@ class Worker:
             middleware=middleware,
             options=options,
             slots=self,
+            presence=self.presence,
             executor=self._executor,
             log=log,
         )
@@ -102,6 +107,7 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         settler = asyncio.create_task(self._settler.run(), name="tasqueue-settler")
         heartbeat = asyncio.create_task(self._heartbeat.run(), name="tasqueue-heartbeat")
+        presence = asyncio.create_task(self.presence.run(), name="tasqueue-presence")
         consumers = [asyncio.create_task(self._consume(queue), name=f"tasqueue-consume:{queue}") for queue in self.queues]
         self.log.info(
             "worker started: queues %s, tasks %s",
@@ -112,6 +118,7 @@ class Worker:
             await self._stop_requested.wait()
         finally:
             # Cancelled from outside (or stopped): shut down gracefully either way.
+            presence.cancel()
             await asyncio.shield(self._shutdown(consumers, heartbeat, settler))
 
     async def stop(self) -> None:
@@ -159,6 +166,7 @@ class Worker:
                 await asyncio.gather(settler, return_exceptions=True)
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
+            await self.presence.leave()
         finally:
             if self._executor is not None:
                 # Threads cannot be interrupted; one still running finishes in the background.
@@ -199,6 +207,8 @@ class Worker:
         prefetch = Prefetch(concurrency, loop.time())
         outage = Outage(self.log, f"fetching from queue {queue!r}")
         while True:
+            if self.presence.paused:
+                await self.presence.gate(queue)
             want = concurrency + prefetch.extra() - self._running[queue] - len(buffer)
             if want <= 0 or pending.get(queue, 0) + self._settling[queue] >= settle_limit:
                 freed.clear()
@@ -307,6 +317,13 @@ class Worker:
             for queue in self.queues:
                 self._dispatch(queue)
                 self._slot_events[queue].set()
+
+    def in_flight(self) -> dict[str, list[str]]:
+        """Ids of the jobs this worker runs, by queue."""
+        by_queue: dict[str, list[str]] = {}
+        for run in self._runs.values():
+            by_queue.setdefault(run.queue, []).append(run.delivery.id)
+        return by_queue
 
     # ---- leases --------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
+from tasqueue._memory_control import MemoryControl
 from tasqueue.broker import Delivery, Envelope
 from tasqueue.errors import ConfigurationError, NotFoundError
 from tasqueue.hookspecs import RegisterBroker, RegisterResults, hookimpl
@@ -71,10 +72,18 @@ class MemoryBroker:
         self._vt = float(visibility_timeout)
         self._clock = clock
         self._queues: dict[str, _Queue] = {}
+        self._control: MemoryControl | None = None
 
     @property
     def visibility_timeout(self) -> float:
         return self._vt
+
+    @property
+    def control(self) -> MemoryControl:
+        """Counts, pages, pause and the worker registry of these queues, for ``tasqueue.Inspector``."""
+        if self._control is None:
+            self._control = MemoryControl(self)
+        return self._control
 
     def _queue(self, name: str) -> _Queue:
         q = self._queues.get(name)

@@ -36,7 +36,17 @@ pytest-asyncio.
 
 from tasqueue.testing._broker import BrokerSuite
 from tasqueue.testing._common import Capabilities, ResultsFactory, eventually, running
+from tasqueue.testing._inspector import InspectorSuite
 from tasqueue.testing._results import ResultsSuite
 from tasqueue.testing._server import ServerSuite
 
-__all__ = ["BrokerSuite", "Capabilities", "ResultsFactory", "ResultsSuite", "ServerSuite", "eventually", "running"]
+__all__ = [
+    "BrokerSuite",
+    "Capabilities",
+    "InspectorSuite",
+    "ResultsFactory",
+    "ResultsSuite",
+    "ServerSuite",
+    "eventually",
+    "running",
+]
