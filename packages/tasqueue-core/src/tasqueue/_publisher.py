@@ -133,7 +133,7 @@ class Publisher:
         if not messages:
             return []
         ids = [m.id for m in messages]
-        if len(set(ids)) < len(ids):
+        if len(ids) > 1 and len(set(ids)) < len(ids):
             first: dict[str, JobMessage] = {}
             for m in messages:
                 first.setdefault(m.id, m)

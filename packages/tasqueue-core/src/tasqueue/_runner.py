@@ -52,7 +52,9 @@ class Run(RunState):
     __slots__ = ("delivery", "finishing", "lost", "queue", "record", "released", "settling", "thread")
 
     def __init__(self, queue: str, delivery: Delivery) -> None:
-        super().__init__()
+        self.cancelled = False  # RunState's, set here: one call less per job
+        self.saved: bytes | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.queue = queue
         self.delivery = delivery
         self.record: JobMessage | None = None  # the job as recorded "processing" by this run
@@ -117,48 +119,48 @@ class Runner:
             self._bury(run, exc)
             return
         try:
-            await self._start(run, msg)
+            if d.deliveries > 1 and not await self._may_run_again(run, msg):
+                return
+            task = self.tasks.get(msg.job.task)
+            if task is None:
+                await self._unknown_task(run, msg)
+                return
+            if run.queue == DEFAULT_QUEUE != task.opts.queue:
+                await self._forward(run, msg, task.opts.queue)
+                return
+            if msg.schedule_id and msg.retried == 0 and not await self._schedule_next(run, msg):
+                return
+            processing = replace(msg, status=JobStatus.PROCESSING, processed_at=datetime.now(UTC), stalls=d.deliveries - 1)
+            self.settler.write(Write(job_key(msg.id), encode(processing), version=_version(processing, d, PHASE_RUNNING)))
+            run.record = processing
+            await self._handle(run, processing, task)
         except asyncio.CancelledError:
             if run.released and not run.finishing:
                 self._hand_back(run, msg)
                 return
             raise
 
-    # ---- before the handler --------------------------------------------------------------
-
-    async def _start(self, run: Run, msg: JobMessage) -> None:
+    async def _may_run_again(self, run: Run, msg: JobMessage) -> bool:
+        """For a redelivery: False if it is settled here (finished already, or parked)."""
         d = run.delivery
-        if d.deliveries > 1:
-            stored, result = await self.results.get_many([job_key(msg.id), result_key(msg.id)])
-            earlier = _decode(stored)
-            if earlier is not None and earlier.status in _FINAL:
-                await self._finished_before(run, earlier, result)
-                return
-            charged = _policies.stalls_charged(d.deliveries)
-            if charged > self.options.max_stalls:
-                err = (
-                    f"WorkerLostError: its workers died or lost its lease {d.deliveries - 1} times running this job, "
-                    f"{charged} of them while it ran alone; parked as failed"
-                )
-                await self._fail(run, msg, err)
-                return
-            if _policies.runs_alone(d.deliveries):
-                # Workers died running this job, perhaps because of jobs beside it: run it alone,
-                # so that a death now is its own (see _policies).
-                await self._slots.alone(run)
-        task = self.tasks.get(msg.job.task)
-        if task is None:
-            await self._unknown_task(run, msg)
-            return
-        if run.queue == DEFAULT_QUEUE != task.opts.queue:
-            await self._forward(run, msg, task.opts.queue)
-            return
-        if msg.schedule_id and msg.retried == 0 and not await self._schedule_next(run, msg):
-            return
-        processing = replace(msg, status=JobStatus.PROCESSING, processed_at=datetime.now(UTC), stalls=d.deliveries - 1)
-        self.settler.write(Write(job_key(msg.id), encode(processing), version=_version(processing, d, PHASE_RUNNING)))
-        run.record = processing
-        await self._handle(run, processing, task)
+        stored, result = await self.results.get_many([job_key(msg.id), result_key(msg.id)])
+        earlier = _decode(stored)
+        if earlier is not None and earlier.status in _FINAL:
+            await self._finished_before(run, earlier, result)
+            return False
+        charged = _policies.stalls_charged(d.deliveries)
+        if charged > self.options.max_stalls:
+            err = (
+                f"WorkerLostError: its workers died or lost its lease {d.deliveries - 1} times running this job, "
+                f"{charged} of them while it ran alone; parked as failed"
+            )
+            await self._fail(run, msg, err)
+            return False
+        if _policies.runs_alone(d.deliveries):
+            # Workers died running this job, perhaps because of jobs beside it: run it alone,
+            # so that a death now is its own (see _policies).
+            await self._slots.alone(run)
+        return True
 
     # ---- the handler ---------------------------------------------------------------------
 
@@ -229,7 +231,10 @@ class Runner:
         status = Write(job_key(msg.id), encode(final), version=_version(msg, d, PHASE_DONE), success=msg.id)
         writes.append(status)
         outcome = Outcome(run.queue, d, writes, status=status, record=msg, done_version=status.version or 0)
-        await self._conclude(run, outcome, follow)
+        if follow:
+            await self._conclude(run, outcome, follow)
+        else:
+            self.settler.settle(outcome)
 
     async def _failed(self, run: Run, ctx: JobCtx, task: RegisteredTask, exc: Exception) -> None:
         msg, d = ctx.meta, run.delivery

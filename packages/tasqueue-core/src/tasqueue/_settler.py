@@ -50,6 +50,7 @@ class Outcome:
         nack, data, delay: Give the delivery back (with new bytes, after a delay) instead of acking.
         follow_ups: Jobs to publish once ``status`` is written; ``published`` gets their ids.
         note: Logged at info once the delivery is settled.
+        won: Set by the settler: whether the status write happened.
     """
 
     __slots__ = (
@@ -64,6 +65,7 @@ class Outcome:
         "queue",
         "record",
         "status",
+        "won",
         "writes",
     )
 
@@ -92,6 +94,7 @@ class Outcome:
         self.delay = delay
         self.note = note
         self.follow_ups: Sequence[JobMessage] = ()
+        self.won = True  # the status write happened (or there is none)
         self.published: asyncio.Future[list[str]] | None = None
 
     def refused(self, exc: BaseException) -> Write | None:
@@ -135,6 +138,7 @@ class Settler:
         self._recorded = recorded
         self._writes: dict[str, Write] = {}
         self._outcomes: list[Outcome] = []
+        self._parents = 0  # outcomes queued with follow-ups
         self._in_flight: list[Outcome] = []
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -169,6 +173,7 @@ class Settler:
         """
         outcome.follow_ups = follow_ups
         outcome.published = asyncio.get_running_loop().create_future()
+        self._parents += 1
         self.settle(outcome)
         return outcome.published
 
@@ -198,10 +203,25 @@ class Settler:
         self._writes, self._outcomes = {}, []
         try:
             happened = await self._store(writes, outcomes)
-            won = [o.status is None or happened.get(id(o.status), False) for o in outcomes]
-            self._report(outcomes, won)
-            await self._publish_follow_ups([o for o, ok in zip(outcomes, won, strict=True) if ok and o.follow_ups])
-            await self._settle(outcomes, won)
+            success: list[str] = []
+            failed: list[str] = []
+            parents: list[Outcome] = []
+            for o in outcomes:
+                status = o.status
+                if status is not None:
+                    if happened is not None and not happened.get(id(status), False):
+                        o.won = False
+                    elif status.success:
+                        success.append(status.success)
+                    elif status.failed:
+                        failed.append(status.failed)
+                if o.follow_ups and o.won:
+                    parents.append(o)
+            if success or failed:
+                self._recorded({o.delivery.id: o.queue for o in outcomes}, success, failed)
+            if parents:
+                await self._publish_follow_ups(parents)
+            await self._settle(outcomes)
         finally:
             self._in_flight = []
             for o in outcomes:
@@ -212,8 +232,8 @@ class Settler:
 
     # ---- writing -------------------------------------------------------------------------
 
-    async def _store(self, writes: list[Write], outcomes: list[Outcome]) -> dict[int, bool]:
-        """Write the batch; return, by ``id()`` of each write sent, whether it happened.
+    async def _store(self, writes: list[Write], outcomes: list[Outcome]) -> dict[int, bool] | None:
+        """Write the batch; return, by ``id()`` of each write sent, whether it happened (``None``: all did).
 
         After a failure, each job's writes go alone, so that those the store takes are done and
         one it refuses holds nobody back. A job whose writes fail ``_STRIKES`` times while the
@@ -228,7 +248,7 @@ class Settler:
             failure = exc
         else:
             self._store_outage.ok()
-            return {id(w): ok for w, ok in zip(writes, done, strict=True)}
+            return None if all(done) else {id(w): ok for w, ok in zip(writes, done, strict=True)}
         happened: dict[int, bool] = {}
         strikes: dict[int, int] = {}
         groups = _groups(writes, outcomes)
@@ -284,18 +304,6 @@ class Settler:
         o.writes, o.status, o.nack, o.follow_ups = [fallback], fallback, False, ()
         return True
 
-    def _report(self, outcomes: list[Outcome], won: list[bool]) -> None:
-        success: list[str] = []
-        failed: list[str] = []
-        for o, ok in zip(outcomes, won, strict=True):
-            if ok and o.status is not None:
-                if o.status.success:
-                    success.append(o.status.success)
-                elif o.status.failed:
-                    failed.append(o.status.failed)
-        if success or failed:
-            self._recorded({o.delivery.id: o.queue for o in outcomes}, success, failed)
-
     # ---- follow-ups and the broker -------------------------------------------------------
 
     async def _publish_follow_ups(self, parents: list[Outcome]) -> None:
@@ -323,11 +331,11 @@ class Settler:
                 if o.published is not None:
                     o.published.set_result([m.id for m in o.follow_ups])
 
-    async def _settle(self, outcomes: list[Outcome], won: list[bool]) -> None:
+    async def _settle(self, outcomes: list[Outcome]) -> None:
         acks: dict[str, list[Delivery]] = {}
         nacks: list[Outcome] = []
-        for o, ok in zip(outcomes, won, strict=True):
-            if o.nack and ok:
+        for o in outcomes:
+            if o.nack and o.won:
                 nacks.append(o)
             else:
                 # A lost status write means the job is another worker's now, or finished: never
@@ -344,8 +352,8 @@ class Settler:
             self._broker_outage.failed(exc)
             return
         self._broker_outage.ok()
-        for o, ok in zip(outcomes, won, strict=True):
-            if o.note and ok:
+        for o in outcomes:
+            if o.note and o.won:
                 self._log.info("%s", o.note)
 
 

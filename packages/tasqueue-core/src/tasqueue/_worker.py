@@ -250,7 +250,8 @@ class Worker:
         if self._buffered[queue] and not self._stop_requested.is_set():
             self._dispatch(queue)
         self._slot_events[queue].set()
-        self._quiet.set()
+        if self._solo_waiting:
+            self._quiet.set()
 
     def _settled(self, queue: str) -> None:
         self._slot_events[queue].set()
@@ -260,6 +261,8 @@ class Worker:
         if run.settling:
             self._settling[run.queue] -= 1
             self._slot_events[run.queue].set()
+        elif run.thread is None:
+            self._free_slot(run.queue)
         else:
             self._free_slot_after_thread(run)
         if self._solo is run:

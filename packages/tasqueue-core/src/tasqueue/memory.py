@@ -294,10 +294,15 @@ class MemoryResults:
         self._sweep(now)
         done = [self._write(w, now) for w in writes]
         expires = None if self.expiry is None else now + self.expiry
+        ok, no = self._lists["success"], self._lists["failed"]
         for w, happened in zip(writes, done, strict=True):
-            if happened and (w.success or w.failed):
-                self._list("success", (w.success,) if w.success else (), expires)
-                self._list("failed", (w.failed,) if w.failed else (), expires)
+            # A write's own list entry only if it happened. Re-adding moves an id to the end (newest).
+            if happened and w.success:
+                ok.pop(w.success, None)
+                ok[w.success] = expires
+            elif happened and w.failed:
+                no.pop(w.failed, None)
+                no[w.failed] = expires
         self._list("success", success, expires)
         self._list("failed", failed, expires)
         return done
