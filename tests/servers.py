@@ -122,6 +122,11 @@ class RedisServer:
                 self.proc.wait()
 
 
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"2.10.3"`` as ``(2, 10, 3)``, for comparing server versions."""
+    return tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
+
+
 def nats_servers() -> dict[str, str]:
     """The ``nats-server`` binaries to test against, by version: every one on PATH, and Debian's.
 
@@ -142,14 +147,15 @@ def nats_servers() -> dict[str, str]:
             continue
         version = out.strip().rsplit("v", 1)[-1]
         found.setdefault(version, path)
-    return dict(sorted(found.items(), key=lambda kv: tuple(int(p) for p in kv[0].split(".") if p.isdigit())))
+    return dict(sorted(found.items(), key=lambda kv: version_tuple(kv[0])))
 
 
 class NatsServer:
     """A ``nats-server`` child process with JetStream (file store in a temporary directory).
 
-    ``sync_interval: always`` makes every stored message durable before it is acknowledged,
-    so a SIGKILL loses nothing a publisher saw acknowledged. ``cluster`` joins it to peers
+    ``sync_interval: always`` (``sync=True``) makes every stored message durable before it is
+    acknowledged, so that even a machine crash would lose nothing a publisher saw acknowledged
+    (a SIGKILL of the server alone loses nothing either way: the data is in the OS's page cache). ``cluster`` joins it to peers
     (routes to their cluster ports) for a JetStream cluster.
     """
 
@@ -162,8 +168,10 @@ class NatsServer:
         cluster_port: int | None = None,
         routes: tuple[int, ...] = (),
         extra: str = "",
+        sync: bool = True,
     ) -> None:
         self.binary = binary
+        self.sync = sync
         self.directory = directory
         self.name = name
         self.port = free_port()
@@ -182,7 +190,7 @@ class NatsServer:
         lines = [
             f'server_name: "{self.name}"',
             f"listen: 127.0.0.1:{self.port}",
-            f'jetstream {{ store_dir: "{store}"{", sync_interval: always" if self._sync_option() else ""} }}',
+            f'jetstream {{ store_dir: "{store}"{", sync_interval: always" if self.sync and self._sync_option() else ""} }}',
         ]
         if self.cluster_port is not None:
             routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes)
@@ -193,8 +201,7 @@ class NatsServer:
     def _sync_option(self) -> bool:
         # sync_interval exists from 2.10 on; 2.9 syncs on its own schedule.
         out = subprocess.run([self.binary, "--version"], capture_output=True, text=True, check=False).stdout
-        version = tuple(int(p) for p in out.strip().rsplit("v", 1)[-1].split(".")[:2])
-        return version >= (2, 10)
+        return version_tuple(out.strip().rsplit("v", 1)[-1]) >= (2, 10)
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -575,6 +575,8 @@ async def test_a_parent_whose_follow_ups_cannot_be_published_is_not_run_again_no
     async with running(srv):
         done = await srv.wait(job_id, timeout=10)
         for child_id in done.on_success_ids:
+            # Published once the parent's status is written, and here only after four refusals.
+            await eventually(lambda cid=child_id: _stored(srv, cid), timeout=20)  # type: ignore[misc]
             await srv.wait(child_id, timeout=20)
     assert broker.refused == 4
     assert parents == [0]  # ran once: its outcome was recorded, only the follow-ups were sent again
@@ -582,6 +584,10 @@ async def test_a_parent_whose_follow_ups_cannot_be_published_is_not_run_again_no
     final = await srv.get_job(job_id)
     assert final.status is JobStatus.SUCCESSFUL and len(final.on_success_ids) == 2
     assert job_id in await srv.get_success() and job_id not in await srv.get_failed()
+
+
+async def _stored(srv: Server, job_id: str) -> bool:
+    return (await srv.results.get_many([f"job:{job_id}"]))[0] is not None
 
 
 class DistantBroker(MemoryBroker):

@@ -24,10 +24,6 @@ TEST_VT = 1.0
 VERSIONS = nats_servers()
 
 
-def version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.split(".")[:3])
-
-
 @pytest.fixture(scope="session", params=list(VERSIONS) or ["missing"])
 def nats_version(request: pytest.FixtureRequest) -> str:
     version: str = request.param

@@ -22,22 +22,26 @@ from tasqueue.control import JobState
 from tasqueue.errors import (
     BrokerError,
     ConfigurationError,
+    ConfigurationWarning,
     JobCancelledError,
     JobError,
+    JobFailedError,
     JobTimeoutError,
     NotFoundError,
+    PayloadError,
     PluginConflictError,
     ResultsError,
     TasqueueError,
     UnknownSchemeError,
     UnknownTaskError,
 )
+from tasqueue.handles import TaskHandle
 from tasqueue.hookspecs import hookimpl
 from tasqueue.inspector import Inspector, JobFilter
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, ChainOpts, Group, GroupOpts, Job, JobOpts
 from tasqueue.messages import ChainMessage, ChainMeta, GroupMessage, GroupMeta, JobMessage, JobStatus, Meta
 from tasqueue.middleware import EnqueueNext, Middleware, ProcessNext
-from tasqueue.results import Results, Write
+from tasqueue.results import FinishWatch, NotifyingResults, Results, Write
 from tasqueue.server import Server
 from tasqueue.sync import BlockingServer
 from tasqueue.tasks import Handler, JobCtx, TaskOpts
@@ -53,9 +57,11 @@ __all__ = [
     "ChainMeta",
     "ChainOpts",
     "ConfigurationError",
+    "ConfigurationWarning",
     "Delivery",
     "EnqueueNext",
     "Envelope",
+    "FinishWatch",
     "Group",
     "GroupMessage",
     "GroupMeta",
@@ -66,6 +72,7 @@ __all__ = [
     "JobCancelledError",
     "JobCtx",
     "JobError",
+    "JobFailedError",
     "JobFilter",
     "JobMessage",
     "JobOpts",
@@ -75,11 +82,14 @@ __all__ = [
     "Meta",
     "Middleware",
     "NotFoundError",
+    "NotifyingResults",
+    "PayloadError",
     "PluginConflictError",
     "ProcessNext",
     "Results",
     "ResultsError",
     "Server",
+    "TaskHandle",
     "TaskOpts",
     "TasqueueError",
     "UnknownSchemeError",

@@ -6,7 +6,7 @@ Kept apart from the run itself so that each rule reads (and is tested) in one pl
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 
 from tasqueue.jobs import Backoff
 from tasqueue.messages import JobMessage
@@ -31,14 +31,13 @@ def stalls_charged(deliveries: int) -> int:
     return max(0, deliveries - _ALONE_FROM)
 
 
-def unknown_task_delay(msg: JobMessage, timeout: float, backoff: Backoff) -> float | None:
+def unknown_task_delay(msg: JobMessage, now: datetime, timeout: float, backoff: Backoff) -> float | None:
     """When to offer a job with an unknown task to another worker, or ``None`` once time is up.
 
     Passes grow sparser the longer nobody takes the job (a quarter of the time it has waited,
     between the backoff's first delay and its maximum), and stop ``timeout`` seconds after the
     job came due.
     """
-    now = datetime.now(UTC)
     due = max(filter(None, (msg.enqueued_at, msg.job.opts.eta)), default=now)
     waited = (now - due).total_seconds()
     left = timeout - waited

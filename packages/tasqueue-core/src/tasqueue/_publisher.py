@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Coroutine, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
 
 import msgspec
 
 from tasqueue import _schedule
+from tasqueue._clock import Clock
 from tasqueue._codec import decode_job
 from tasqueue._codec import encode as encode_message
 from tasqueue._keys import derived_id, job_key, new_id, schedule_key
@@ -27,26 +28,35 @@ from tasqueue.errors import BrokerError, TasqueueError
 from tasqueue.jobs import DEFAULT_QUEUE, Job
 from tasqueue.messages import JobMessage, JobStatus
 from tasqueue.results import Results, Write
+from tasqueue.tasks import RegisteredTask
 
 replace = msgspec.structs.replace
 
 
-class Publisher:
-    """Builds, stores and publishes job messages.
+class Producer(Protocol):
+    """What a ``Publisher`` works with, read at each use (a test harness swaps them): a ``Server``."""
 
-    Args:
-        broker: Where messages are published.
-        results: Where their ``queued`` records go.
-        log: Where a publish whose records could not be stored is reported.
-        route: The queue a task is registered on, if known (``None`` otherwise): a job left on
-            the default queue goes to its task's queue.
+    @property
+    def broker(self) -> Broker: ...
+    @property
+    def results(self) -> Results: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def log(self) -> logging.Logger: ...
+    @property
+    def tasks(self) -> Mapping[str, RegisteredTask]: ...
+
+
+class Publisher:
+    """Builds, stores and publishes job messages for ``app``.
+
+    A job left on the default queue goes to its task's queue when ``app`` registered the task,
+    and a job without ``max_retries`` takes its task's.
     """
 
-    def __init__(self, broker: Broker, results: Results, log: logging.Logger, route: Callable[[str], str | None]) -> None:
-        self.broker = broker
-        self.results = results
-        self.log = log
-        self._route = route
+    def __init__(self, app: Producer) -> None:
+        self._app = app
 
     # ---- messages ------------------------------------------------------------------------
 
@@ -67,16 +77,15 @@ class Publisher:
         default queue whose task is registered on another queue goes to that queue.
         """
         opts = job.opts
-        if opts.queue == DEFAULT_QUEUE:
-            queue = self._route(job.task)
-            if queue is not None and queue != DEFAULT_QUEUE:
-                opts = replace(opts, queue=queue)
+        task = self._app.tasks.get(job.task)
+        if task is not None and opts.queue == DEFAULT_QUEUE != task.opts.queue:
+            opts = replace(opts, queue=task.opts.queue)
         if id is not None and opts.id != id:
             opts = replace(opts, id=id)
         if opts is not job.opts:
             job = replace(job, opts=opts)
         job_id = opts.id or new_id()
-        now = datetime.now(UTC)
+        now = self._app.clock.now()
         if opts.schedule and not schedule_id:
             # A new schedule: its first run comes at the first fire time (not before any eta).
             schedule_id = job_id
@@ -86,7 +95,7 @@ class Publisher:
             id=job_id,
             queue=opts.queue,
             schedule=opts.schedule,
-            max_retry=opts.max_retries,
+            max_retry=opts.max_retries if opts.max_retries is not None else (task and task.opts.max_retries) or 0,
             prev_job_result=prev_job_result,
             enqueued_at=now,
             schedule_id=schedule_id,
@@ -110,7 +119,7 @@ class Publisher:
 
     def next_run(self, run: JobMessage) -> JobMessage:
         """The message of a schedule's run after ``run``; the same one however often it is asked for."""
-        now = datetime.now(UTC)
+        now = self._app.clock.now()
         fired = run.job.opts.eta or now
         at = _schedule.next_fire(run.schedule, max(now, fired))
         job = replace(run.job, opts=replace(run.job.opts, eta=at))
@@ -148,16 +157,17 @@ class Publisher:
         else:
             await self._store_then_publish(messages, data, writes)
         if any(m.schedule_id for m in messages):
-            await note_schedules(self.broker, messages, self.log)
+            await note_schedules(self._app.broker, messages, self._app.log)
         return ids
 
     async def _store_and_publish_new(self, messages: Sequence[JobMessage], data: list[bytes], writes: list[Write]) -> None:
         # A worker may run a job before its "queued" record lands: that write is "only if
         # absent", so it never overwrites what the worker recorded.
-        publishing = _start_task(self.publish([(m.queue, m.id, d, _delay(m)) for m, d in zip(messages, data, strict=True)]))
+        now = self._app.clock.now()
+        publishing = _start_task(self.publish([(m.queue, m.id, d, _delay(m, now)) for m, d in zip(messages, data, strict=True)]))
         stored: Exception | None = None
         try:
-            await self.results.set_many(writes)
+            await self._app.results.set_many(writes)
         except asyncio.CancelledError:
             publishing.cancel()
             raise
@@ -167,41 +177,42 @@ class Publisher:
             await publishing
         except BaseException:
             if stored is None:
-                await asyncio.shield(self.forget([m.id for m in messages]))
+                await asyncio.shield(self.forget(messages))
             raise
         if stored is not None:
             # The broker has the jobs and they will run; raising would invite the caller to
             # enqueue them again. Their status appears once a worker records it.
-            self.log.error(
+            self._app.log.error(
                 "enqueued %d job(s) but could not store their records (%s); their status appears when a worker runs them",
                 len(messages),
                 stored,
             )
 
     async def _store_then_publish(self, messages: Sequence[JobMessage], data: list[bytes], writes: list[Write]) -> None:
-        written = await self.results.set_many(writes)
+        written = await self._app.results.set_many(writes)
         fresh = [m for m, ok in zip(messages, written, strict=False) if ok]
-        sends = [(m.queue, m.id, d, _delay(m)) for m, d, ok in zip(messages, data, written, strict=False) if ok]
+        now = self._app.clock.now()
+        sends = [(m.queue, m.id, d, _delay(m, now)) for m, d, ok in zip(messages, data, written, strict=False) if ok]
         # An id that exists is someone's earlier enqueue. If that one still says queued, its
         # publish may have been lost (a crash in between): publish it again, as it was stored
         # (its queue, its bytes), never this call's job; brokers skip ids they hold.
         dupes = [m for m, ok in zip(messages, written, strict=False) if not ok]
         if dupes:
-            stored = await self.results.get_many([job_key(m.id) for m in dupes])
+            stored = await self._app.results.get_many([job_key(m.id) for m in dupes])
             again = 0
             for raw in stored:
                 if raw is None:
                     continue
                 earlier = decode_job(raw)
                 if earlier.status is JobStatus.QUEUED:
-                    sends.append((earlier.queue, earlier.id, raw, _delay(earlier)))
+                    sends.append((earlier.queue, earlier.id, raw, _delay(earlier, now)))
                     again += 1
-            self.log.debug("enqueue skipped %d job(s) whose id already exists", len(dupes) - again)
+            self._app.log.debug("enqueue skipped %d job(s) whose id already exists", len(dupes) - again)
         try:
             await self.publish(sends)
         except BaseException:
             if fresh:
-                await asyncio.shield(self.forget([m.id for m in fresh]))
+                await asyncio.shield(self.forget(fresh))
             raise
 
     async def publish(self, sends: Sequence[tuple[str, str, bytes, float]]) -> None:
@@ -211,24 +222,27 @@ class Publisher:
             by_queue.setdefault(queue, []).append(Envelope(id_, data, delay))
         try:
             for queue, envelopes in by_queue.items():
-                await self.broker.enqueue(queue, envelopes)
+                await self._app.broker.enqueue(queue, envelopes)
         except TasqueueError:
             raise
         except Exception as exc:
             msg = f"could not publish {len(sends)} job(s): {exc}"
             raise BrokerError(msg) from exc
 
-    async def forget(self, ids: list[str]) -> None:
+    async def forget(self, messages: Sequence[JobMessage]) -> None:
+        """Delete the records of messages whose publish failed."""
+        # A schedule's marker goes too: left behind, it would make every later start a no-op.
+        keys = [job_key(m.id) for m in messages] + [schedule_key(m.id) for m in messages if m.schedule_id == m.id]
         try:
-            await self.results.delete([job_key(i) for i in ids])
+            await self._app.results.delete(keys)
         except Exception:
-            self.log.exception("could not delete the records of %d job(s) whose publish failed", len(ids))
+            self._app.log.exception("could not delete the records of %d job(s) whose publish failed", len(messages))
 
 
-def _delay(m: JobMessage) -> float:
-    """Seconds until a message's ``eta``, 0 without one."""
+def _delay(m: JobMessage, now: datetime) -> float:
+    """Seconds from ``now`` until a message's ``eta``, 0 without one."""
     eta = m.job.opts.eta
-    return 0.0 if eta is None else max((eta - datetime.now(UTC)).total_seconds(), 0.0)
+    return 0.0 if eta is None else max((eta - now).total_seconds(), 0.0)
 
 
 def _start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

@@ -15,12 +15,12 @@ import contextvars
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Protocol, cast
 
 import msgspec
 
 from tasqueue import _policies
+from tasqueue._clock import Clock
 from tasqueue._codec import DecodeErrors, decode_job, encode
 from tasqueue._keys import PHASE_DONE, PHASE_HANDED_BACK, PHASE_RUNNING, job_key, result_key, schedule_key, status_version
 from tasqueue._options import Options
@@ -28,7 +28,7 @@ from tasqueue._presence import Presence, traceback_writes
 from tasqueue._publisher import Publisher
 from tasqueue._settler import Outcome, Settler
 from tasqueue.broker import Delivery
-from tasqueue.errors import JobTimeoutError, UnknownTaskError
+from tasqueue.errors import JobTimeoutError, PayloadError, UnknownTaskError
 from tasqueue.jobs import DEFAULT_QUEUE, Job
 from tasqueue.messages import JobMessage, JobStatus
 from tasqueue.middleware import EnqueueNext, Middleware, compose_enqueue, compose_process
@@ -94,6 +94,7 @@ class Runner:
         slots: Slots,
         presence: Presence,
         executor: ThreadPoolExecutor | None,
+        clock: Clock,
         log: logging.Logger,
     ) -> None:
         self.tasks = tasks
@@ -108,6 +109,7 @@ class Runner:
         self._slots = slots
         self._presence = presence
         self._executor = executor
+        self._clock = clock
         self._unknown = _policies.UnknownTasks(log, options.unknown_task_timeout)
 
     async def run(self, run: Run) -> None:
@@ -130,7 +132,9 @@ class Runner:
                 return
             if msg.schedule_id and msg.retried == 0 and not await self._schedule_next(run, msg):
                 return
-            processing = replace(msg, status=JobStatus.PROCESSING, processed_at=datetime.now(UTC), stalls=d.deliveries - 1)
+            if msg.job.opts.max_retries is None and task.opts.max_retries is not None:
+                msg = replace(msg, max_retry=task.opts.max_retries)  # the producer did not know the task's default
+            processing = replace(msg, status=JobStatus.PROCESSING, processed_at=self._clock.now(), stalls=d.deliveries - 1)
             self.settler.write(Write(job_key(msg.id), encode(processing), version=_version(processing, d, PHASE_RUNNING)))
             run.record = processing
             await self._handle(run, processing, task)
@@ -210,7 +214,7 @@ class Runner:
             handler = cast(SyncHandler, task.handler)
             run.thread = self._executor.submit(contextvars.copy_context().run, handler, payload, ctx)
             call = asyncio.wrap_future(run.thread)
-        timeout = ctx.meta.job.opts.timeout
+        timeout = ctx.meta.job.opts.timeout or task.opts.timeout
         if timeout is None:
             return await call
         assert isinstance(timeout, float)
@@ -239,7 +243,7 @@ class Runner:
     async def _failed(self, run: Run, ctx: JobCtx, task: RegisteredTask, exc: Exception) -> None:
         msg, d = ctx.meta, run.delivery
         err = f"{type(exc).__name__}: {exc}"
-        if msg.retried >= msg.max_retry:
+        if msg.retried >= msg.max_retry or isinstance(exc, PayloadError):  # its bytes will not change
             await self._fail(run, msg, err, exc=exc, task=task, ctx=ctx)
             return
         self.log.info("job %s (%s) failed, will retry (%d/%d): %s", msg.id, msg.job.task, msg.retried + 1, msg.max_retry, err)
@@ -351,7 +355,7 @@ class Runner:
         workers), so one worker's ignorance is not the end of the job.
         """
         d = run.delivery
-        delay = _policies.unknown_task_delay(msg, self.options.unknown_task_timeout, self.options.backoff)
+        delay = _policies.unknown_task_delay(msg, self._clock.now(), self.options.unknown_task_timeout, self.options.backoff)
         if delay is not None:
             # The same bytes go back as new data, so that passing a job on does not count as
             # its worker dying.
@@ -400,7 +404,7 @@ class Runner:
             status=JobStatus.FAILED,
             queue=run.queue,
             prev_err=f"UndecodableMessage: {exc}",
-            processed_at=datetime.now(UTC),
+            processed_at=self._clock.now(),
             job=Job(UNDECODABLE_TASK, d.data),
         )
         status = Write(job_key(d.id), encode(record), failed=d.id)

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from tasqueue._clock import Clock
 from tasqueue._heartbeat import Heartbeat
 from tasqueue._options import Options
 from tasqueue._outage import Outage
@@ -49,6 +50,7 @@ class Worker:
         publisher: Publisher,
         enqueue: EnqueueNext,
         options: Options,
+        clock: Clock,
         log: logging.Logger,
     ) -> None:
         self.broker = broker
@@ -82,6 +84,7 @@ class Worker:
             slots=self,
             presence=self.presence,
             executor=self._executor,
+            clock=clock,
             log=log,
         )
         self._heartbeat = Heartbeat(broker, self._held, self._lost, log)

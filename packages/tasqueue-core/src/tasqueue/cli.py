@@ -168,7 +168,7 @@ Inspect = Callable[[Server, argparse.Namespace], Awaitable[int]]
 
 def _inspect(command: Inspect, uses: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        url = args.broker if uses == "broker" else args.results
+        url = args.broker if uses == "broker" else args.results or args.broker
         parts = urlsplit(url)
         if parts.scheme == "memory" and not (parts.netloc or parts.path.strip("/")):
             print(
@@ -233,8 +233,8 @@ def _parser() -> argparse.ArgumentParser:
     backends.add_argument(
         "--results",
         metavar="URL",
-        default=os.environ.get(RESULTS_ENV, "memory://"),
-        help=f"results-store URL (default: ${RESULTS_ENV}, else memory://)",
+        default=os.environ.get(RESULTS_ENV),
+        help=f"results-store URL (default: ${RESULTS_ENV}, else the broker's backend if it has a results store)",
     )
 
     job = commands.add_parser(

@@ -16,11 +16,14 @@ follow-ups only once its status write happened.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
 import msgspec
 
-__all__ = ["Results", "Write"]
+from tasqueue.errors import NotFoundError
+
+__all__ = ["FinishWatch", "NotifyingResults", "Results", "Write"]
 
 
 class Write(msgspec.Struct, frozen=True):
@@ -51,11 +54,19 @@ class Write(msgspec.Struct, frozen=True):
 
 @runtime_checkable
 class Results(Protocol):
-    """A results store. Every method may raise ``tasqueue.errors.ResultsError``."""
+    """A results store. Every method may raise ``tasqueue.errors.ResultsError``.
+
+    A class that names ``Results`` as its base inherits ``get`` and ``set``, built on
+    ``get_many`` and ``set_many``; a store with a cheaper single read or write overrides them.
+    """
 
     async def get(self, key: str) -> bytes:
         """The value of ``key``; raises ``tasqueue.errors.NotFoundError`` if absent or expired."""
-        ...
+        (value,) = await self.get_many([key])
+        if value is None:
+            msg = f"nothing stored under {key!r}"
+            raise NotFoundError(msg)
+        return value
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The values of ``keys``, ``None`` for each one absent."""
@@ -63,7 +74,7 @@ class Results(Protocol):
 
     async def set(self, key: str, value: bytes, *, version: int | None = None, persist: bool = False) -> bool:
         """Set one key (see ``Write``); return whether it was written."""
-        ...
+        return (await self.set_many([Write(key, value, version, persist)]))[0]
 
     async def set_many(
         self,
@@ -95,4 +106,35 @@ class Results(Protocol):
 
     async def close(self) -> None:
         """Release connections; the store is not used afterwards."""
+        ...
+
+
+class FinishWatch(Protocol):
+    """What ``NotifyingResults.watch`` yields: a way to sleep until a watched job finishes."""
+
+    async def wait(self, timeout: float) -> bool:
+        """Sleep until a watched id is added to the success or failed list, at most ``timeout`` seconds.
+
+        Returns True when woken by such an add (one that happened since the watch began or
+        since the last True), False on timeout. A spurious True is allowed: the caller reads
+        the job's status again either way.
+        """
+        ...
+
+
+@runtime_checkable
+class NotifyingResults(Protocol):
+    """An optional capability of a results store: telling waiters that jobs finished.
+
+    ``Server.wait`` and ``Server.result`` use it, when a store has it, to sleep until a job's
+    id is added to the success or failed list (by ``set_many``, in any process) instead of
+    reading the job's status over and over. A store without it is polled.
+    """
+
+    def watch(self, ids: Sequence[str]) -> AbstractAsyncContextManager[FinishWatch | None]:
+        """Watch ``ids``: every success/failed add of one of them after ``__aenter__`` returns wakes the watch.
+
+        A store that cannot notify at the moment (its connection is down, a client kind without
+        the means) yields ``None``, and the caller polls instead.
+        """
         ...

@@ -12,17 +12,21 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 import msgspec
 
+from tasqueue import _recurring, _waiting
+from tasqueue._clock import Clock, SystemClock
 from tasqueue._codec import DecodeErrors, decode_chain, decode_group, decode_job, encode
 from tasqueue._keys import chain_key, group_key, job_key, new_id, result_key, schedule_key
 from tasqueue._options import Options
 from tasqueue._publisher import Publisher
+from tasqueue._typed import Codec
 from tasqueue._worker import Worker
 from tasqueue.broker import Broker
 from tasqueue.errors import ConfigurationError, NotFoundError
+from tasqueue.handles import TaskDecorator
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, Group, Job
 from tasqueue.messages import ChainMessage, GroupMessage, JobMessage, JobStatus
 from tasqueue.middleware import Middleware, compose_enqueue
@@ -45,7 +49,9 @@ class Server:
 
     Args:
         broker: A broker URL (resolved through the installed plugins) or a ``Broker`` object.
-        results: A results-store URL or a ``Results`` object.
+        results: A results-store URL or a ``Results`` object. Left out, a broker URL names both
+            halves where a results store is registered for its scheme too (``Server("redis://…")``),
+            else the results stay in a private ``memory://``.
         logger: The logger for everything this server logs; ``tasqueue.*`` loggers by default.
         plugins: Plugin objects (modules or instances with ``@hookimpl`` functions) to register
             besides the installed ones.
@@ -69,7 +75,7 @@ class Server:
     def __init__(
         self,
         broker: str | Broker = "memory://",
-        results: str | Results = "memory://",
+        results: str | Results | None = None,
         *,
         logger: logging.Logger | None = None,
         plugins: Iterable[object] = (),
@@ -89,11 +95,15 @@ class Server:
             fetch_timeout=fetch_timeout,
             unknown_task_timeout=unknown_task_timeout,
         )
+        given: tuple[object, ...] = tuple(middleware)  # checked at run time: callers are not always type-checked
+        for mw in given:
+            if not isinstance(mw, Middleware):
+                msg = f"middleware must be tasqueue.Middleware instances, got {type(mw).__name__}"
+                raise TypeError(msg)
         self._worker_log = logger or logging.getLogger("tasqueue.worker")
         self.log = logger or logging.getLogger("tasqueue.server")
         self._plugins = PluginHost(plugins, load_entrypoints=load_entrypoints)
-        self.broker: Broker = self._plugins.brokers.create(broker) if isinstance(broker, str) else broker
-        self.results: Results = self._plugins.results.create(results) if isinstance(results, str) else results
+        self.broker, self.results = self._plugins.backends(broker, results)
         self.backoff = options.backoff
         self.shutdown_timeout = float(options.shutdown_timeout)
         self.max_stalls = options.max_stalls
@@ -102,14 +112,15 @@ class Server:
         self.tasks: dict[str, RegisteredTask] = {}
         self.queues: dict[str, QueueConfig] = {}
         self._worker: Worker | None = None
+        #: Registers a task and returns its ``TaskHandle``: ``@srv.task``, ``@srv.task("add", queue="q1")``.
+        self.task = TaskDecorator(self)
+        #: Schedules declared with ``schedule()``, by name; a starting worker makes the store match them.
+        self.declared_schedules: dict[str, tuple[Job, str]] = {}
+        #: Where the Server reads the time (``tasqueue.testing`` swaps in a clock it controls).
+        self.clock: Clock = SystemClock()
         self._sync: BlockingServer | None = None
-        self._publisher = Publisher(self.broker, self.results, self.log, self._queue_of)
+        self._publisher = Publisher(self)
         # Last, so that plugins registering middleware see a fully built Server.
-        given: tuple[object, ...] = tuple(middleware)  # checked at run time: callers are not always type-checked
-        for mw in given:
-            if not isinstance(mw, Middleware):
-                msg = f"middleware must be tasqueue.Middleware instances, got {type(mw).__name__}"
-                raise TypeError(msg)
         self.middleware: tuple[Middleware, ...] = (*middleware, *self._plugins.middleware(self))
         self._enqueue_messages = compose_enqueue(self.middleware, self._publisher.store_and_publish)
 
@@ -149,22 +160,9 @@ class Server:
             self.queues[opts.queue] = QueueConfig(os.cpu_count() or 1, explicit=False)
         self.tasks[name] = RegisteredTask(name, handler, opts, is_async_callable(handler))
 
-    def task(self, name: str, **opts: Any) -> Callable[[Handler], Handler]:
-        """Decorator form of ``register_task``: ``@srv.task("add", queue="q1", concurrency=5)``."""
-
-        def decorate(handler: Handler) -> Handler:
-            self.register_task(name, handler, TaskOpts(**opts))
-            return handler
-
-        return decorate
-
     def get_tasks(self) -> list[str]:
         """Names of the registered tasks."""
         return list(self.tasks)
-
-    def _queue_of(self, task: str) -> str | None:
-        registered = self.tasks.get(task)
-        return None if registered is None else registered.opts.queue
 
     # ---- enqueue -------------------------------------------------------------------------
 
@@ -172,13 +170,19 @@ class Server:
         """Store ``job`` as ``queued`` and publish it; return its id.
 
         A job with ``opts.schedule`` starts a recurring schedule: the returned id is the first
-        run's and the one ``cancel_schedule`` takes. An id that is already stored is left as it
-        is (ids are idempotency keys).
+        run's and the one ``cancel_schedule`` takes. Without ``opts.id`` that id is derived from
+        the task, queue, cron expression and payload, so that starting the same schedule again
+        (at every start of an app) does nothing. An id that is already stored is left as it is
+        (ids are idempotency keys).
         """
+        if job.opts.schedule:
+            return await _recurring.start(self, job)
         return (await self._enqueue_messages([self._publisher.message(job)]))[0]
 
     async def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
         """Enqueue several jobs with as few round trips as the backends allow; return their ids."""
+        if any(job.opts.schedule for job in jobs):
+            return [await self.enqueue(job) for job in jobs]
         return await self._enqueue_messages([self._publisher.message(job) for job in jobs])
 
     async def enqueue_group(self, group: Group) -> str:
@@ -210,6 +214,17 @@ class Server:
         except BaseException:
             await asyncio.shield(self.results.delete([key]))
             raise
+
+    def schedule(self, name: str, job: Job, cron: str) -> None:
+        """Declare a schedule: ``job`` runs on ``cron`` (5 fields, UTC), once per tick however many
+        processes declare it.
+
+        Declarations take effect when a worker starts: it starts declared schedules that do not
+        run yet, replaces those whose definition changed, and removes those of its tasks that are
+        no longer declared. ``Inspector.schedules()`` (``tasqueue schedules``) lists them.
+        """
+        _recurring.definition(name, job, cron)  # validates the cron expression now
+        self.declared_schedules[name] = (job, cron)
 
     async def cancel_schedule(self, schedule_id: str) -> None:
         """Stop a recurring job: runs not started yet are dropped when they come due."""
@@ -263,18 +278,27 @@ class Server:
     async def wait(self, job_id: str, *, timeout: float | None = None, poll: float = 0.05) -> JobMessage:
         """Wait until a job is ``successful`` or ``failed`` and return its message.
 
-        Polls the results store every ``poll`` seconds; raises ``TimeoutError`` after ``timeout``.
+        Sleeps until the results store says the job finished where it can notify, else reads
+        the status every ``poll`` seconds. Raises ``TimeoutError`` after ``timeout`` seconds and
+        ``NotFoundError`` for an id the store does not hold (there would be nothing to wait for).
         """
-        async with asyncio.timeout(timeout):
-            while True:
-                try:
-                    message = await self.get_job(job_id)
-                except NotFoundError:
-                    pass
-                else:
-                    if message.status in _TERMINAL:
-                        return message
-                await asyncio.sleep(poll)
+        return await _waiting.wait(self, job_id, timeout=timeout, poll=poll)
+
+    @overload
+    async def result(self, job_id: str, *, type: type[T], timeout: float | None = None) -> T: ...
+    @overload
+    async def result(self, job_id: str, *, type: None = None, timeout: float | None = None) -> Any: ...
+    async def result(self, job_id: str, *, type: Any = None, timeout: float | None = None) -> Any:
+        """Wait for a job to finish and return its result.
+
+        The result is decoded as ``type`` when given, else as the result type of the job's task
+        when this Server registered it as a typed task, else returned as bytes; ``None`` when the
+        job saved nothing. Raises ``JobFailedError`` (job id, error type and message, the
+        worker's traceback) if the job failed, ``TimeoutError`` after ``timeout`` seconds, and
+        ``NotFoundError`` for an id the store does not hold.
+        """
+        decode: Callable[[bytes], Any] | None = None if type is None else Codec(type).decode
+        return await _waiting.result(self, job_id, decode, timeout=timeout)
 
     async def get_group(self, group_id: str) -> GroupMessage:
         """A group's status, recomputed from its jobs: failed if one failed, successful if all did.
@@ -349,6 +373,7 @@ class Server:
         if self._worker is not None:
             msg = "this Server's worker is already running"
             raise RuntimeError(msg)
+        await _recurring.sync(self)
         options = Options(
             backoff=self.backoff,
             shutdown_timeout=self.shutdown_timeout,
@@ -365,6 +390,7 @@ class Server:
             publisher=self._publisher,
             enqueue=self._enqueue_messages,
             options=options,
+            clock=self.clock,
             log=self._worker_log,
         )
         installed = self._install_signals(worker) if handle_signals else []

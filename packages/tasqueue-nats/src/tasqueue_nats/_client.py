@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import ssl
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +35,7 @@ WRONG_LAST_SEQUENCE = 10071
 STREAM_NOT_FOUND = 10059
 CONSUMER_NOT_FOUND = 10014
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+_PLAIN = re.compile(r"[A-Za-z0-9-]+")
 
 
 def token(name: str) -> str:
@@ -42,9 +44,9 @@ def token(name: str) -> str:
     Letters, digits and ``-`` stay; every other byte of the UTF-8 becomes ``_xx`` (hex), so
     ``tasqueue:tasks`` is ``tasqueue_3atasks`` and no two names share a token.
     """
-    raw = name.encode()
-    if raw and all(b in _SAFE for b in raw):
+    if _PLAIN.fullmatch(name):
         return name
+    raw = name.encode()
     return "".join(chr(b) if b in _SAFE else f"_{b:02x}" for b in raw) or "_"
 
 
@@ -69,10 +71,6 @@ class Request:
         self.reply: Msg | None = None
 
 
-def _quiet_error(exc: Exception) -> None:
-    log.debug("NATS connection: %s", exc)
-
-
 class Client:
     """A lazily connected NATS client with a multiplexed reply inbox.
 
@@ -92,6 +90,7 @@ class Client:
         #: Bumped at every reconnect: leases granted before it may be gone (a restarted server).
         self.epoch = 0
         self.version: tuple[int, int, int] = (0, 0, 0)
+        self._last_error: Exception | None = None
 
     @property
     def timeout(self) -> float:
@@ -116,12 +115,14 @@ class Client:
             "servers": c.servers,
             "connect_timeout": c.connect_timeout,
             "allow_reconnect": True,
-            "max_reconnect_attempts": -1,
+            # The first connection gives up soon, with a clear error; once connected, the
+            # client reconnects forever (set in _connect).
+            "max_reconnect_attempts": 1,
             "reconnect_time_wait": 0.25,
             # Notice a frozen or unreachable server in seconds, not after nats-py's 4 minutes.
             "ping_interval": 5,
             "max_outstanding_pings": 2,
-            "error_cb": _quiet_error_cb,
+            "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
         }
@@ -162,21 +163,46 @@ class Client:
 
     async def _connect(self) -> NATS:
         where = ", ".join(self.conn.servers)
+        options = self._options()
         try:
-            nc = await nats.connect(**self._options())
+            # nats-py can wait far longer than connect_timeout on a failed TLS handshake.
+            async with asyncio.timeout(self.conn.connect_timeout * 2 + 1):
+                nc = await nats.connect(**options)
         except TasqueueError:
             raise
         except ssl.SSLCertVerificationError as exc:
             msg = f"TLS to NATS at {where} failed: {exc.verify_message}; give the server's CA with ?tls_ca=/path/ca.pem"
             raise BrokerError(msg) from None
         except Exception as exc:
-            raise BrokerError(_connect_error(where, exc, self.conn)) from None
+            gave_up = isinstance(exc, nats.errors.NoServersError | TimeoutError)
+            cause = self._last_error if gave_up and self._last_error else exc
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                hint = "give the server's CA with ?tls_ca=/path/ca.pem"
+                if not self.conn.tls:
+                    hint = f"the server requires TLS: use tls:// and {hint}"
+                msg = f"TLS to NATS at {where} failed: {cause.verify_message}; {hint}"
+                raise BrokerError(msg) from None
+            raise BrokerError(_connect_error(where, cause, self.conn)) from None
+        if self.conn.tls and not nc._server_info.get("tls_required"):
+            # nats-py talks plain text to a server that offers no TLS, whatever the URL says.
+            await nc.close()
+            msg = f"NATS at {where} does not offer TLS: use nats:// for it, or enable TLS on the server"
+            raise BrokerError(msg)
+        nc.options["max_reconnect_attempts"] = -1
         self._inbox = nc.new_inbox()
         await nc.subscribe(self._inbox + ".*", cb=self._on_reply)
         version = nc.connected_server_version
         self.version = (version.major, version.minor, version.patch)
         self._connected.set()
         return nc
+
+    async def _on_error(self, exc: Exception) -> None:
+        # nats-py reports every failed (re)connect here; what explains a failed first connection
+        # ("no servers available") is the refusal or TLS error, not the reset that follows it.
+        telling = isinstance(exc, ssl.SSLError) or "authoriz" in str(exc).lower() or "authent" in str(exc).lower()
+        if telling or self._last_error is None:
+            self._last_error = exc
+        log.debug("NATS connection: %s", exc)
 
     async def _on_disconnected(self) -> None:
         self._connected.clear()
@@ -245,10 +271,6 @@ class Client:
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.close()
-
-
-async def _quiet_error_cb(exc: Exception) -> None:
-    _quiet_error(exc)
 
 
 def check(r: Request) -> dict[str, Any]:

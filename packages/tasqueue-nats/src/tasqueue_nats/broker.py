@@ -121,21 +121,27 @@ class NatsBroker:
         self,
         url: str = "nats://127.0.0.1:4222",
         *,
-        visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
-        schedules: str = "auto",
-        duplicate_window: float = DEFAULT_DUPLICATE_WINDOW,
-        max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
+        visibility_timeout: float | None = None,
+        schedules: str | None = None,
+        duplicate_window: float | None = None,
+        max_ack_pending: int | None = None,
         **options: Any,
     ) -> None:
-        conn, own = parse_url(url, "broker", options)
-        visibility_timeout = own.get("visibility_timeout", visibility_timeout)
-        if visibility_timeout <= 0:
-            msg = f"visibility_timeout must be > 0 seconds, got {visibility_timeout}"
+        given = {
+            "visibility_timeout": visibility_timeout,
+            "schedules": schedules,
+            "duplicate_window": duplicate_window,
+            "max_ack_pending": max_ack_pending,
+        }
+        # Arguments win over the URL's query parameters.
+        conn, own = parse_url(url, "broker", {**options, **{k: v for k, v in given.items() if v is not None}})
+        self._vt = float(own.get("visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT))
+        if self._vt <= 0:
+            msg = f"visibility_timeout must be > 0 seconds, got {self._vt}"
             raise ConfigurationError(msg)
-        self._vt = float(visibility_timeout)
-        self._schedules = own.get("schedules", schedules)
-        self._window = float(own.get("duplicate_window", duplicate_window))
-        self._max_ack_pending = int(own.get("max_ack_pending", max_ack_pending))
+        self._schedules = own.get("schedules", "auto")
+        self._window = float(own.get("duplicate_window", DEFAULT_DUPLICATE_WINDOW))
+        self._max_ack_pending = int(own.get("max_ack_pending", DEFAULT_MAX_ACK_PENDING))
         self._conn: Connection = conn
         self._client = Client(conn)
         self._queues: dict[str, _Queue] = {}

@@ -31,6 +31,7 @@ __all__ = ["DEFAULT_EXPIRY", "NatsResults"]
 
 #: Seconds job records, results and list entries are kept by default (as ``memory://``).
 DEFAULT_EXPIRY = 86400.0
+_DEFAULT = object()
 _VERSION = "Tq-Version"
 _EXPECT = "Nats-Expected-Last-Subject-Sequence"
 _CACHE = 100_000  # keys whose last sequence a store remembers
@@ -60,9 +61,10 @@ class NatsResults:
         prefix, replicas, storage, and the connection options: see ``tasqueue_nats._config``.
     """
 
-    def __init__(self, url: str = "nats://127.0.0.1:4222", *, expiry: float | None = DEFAULT_EXPIRY, **options: Any) -> None:
-        conn, own = parse_url(url, "results", options)
-        self._expiry: float | None = own.get("expiry", expiry)
+    def __init__(self, url: str = "nats://127.0.0.1:4222", *, expiry: float | object | None = _DEFAULT, **options: Any) -> None:
+        # An argument wins over the URL's query parameter; None (keep everything) is a value.
+        conn, own = parse_url(url, "results", options if expiry is _DEFAULT else {**options, "expiry": expiry})
+        self._expiry: float | None = own.get("expiry", DEFAULT_EXPIRY)
         if self._expiry is not None and self._expiry <= 0:
             msg = f"expiry must be > 0 seconds or None, got {self._expiry}"
             raise ResultsError(msg)

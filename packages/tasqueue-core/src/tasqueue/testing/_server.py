@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from tasqueue._codec import decode_job, encode
+from tasqueue._keys import job_key
 from tasqueue.broker import Broker, Envelope
 from tasqueue.errors import NotFoundError
 from tasqueue.jobs import Backoff, Chain, Group, Job, JobOpts
@@ -409,7 +410,7 @@ class ServerSuite(BrokerFixture, ResultsFixtures):
         job_id = await server.enqueue(Job("quick", b""))
         async with running(server):
             done = await server.wait(job_id, timeout=10)
-        from tasqueue._keys import PHASE_RUNNING, job_key, status_version
+        from tasqueue._keys import PHASE_RUNNING, status_version
 
         stale = encode(msgspec_replace(done, status=JobStatus.PROCESSING))
         assert await results.set(job_key(job_id), stale, version=status_version(0, 0, 1, PHASE_RUNNING)) is False
@@ -461,6 +462,8 @@ class ServerSuite(BrokerFixture, ResultsFixtures):
         # A run due now, instead of waiting for the minute to turn: same schedule, its own id.
         now = datetime.now(UTC)
         due = msgspec_replace(first, id="run-now", job=msgspec_replace(first.job, opts=msgspec_replace(first.job.opts, eta=now)))
+        # Stored first, as enqueue does: wait() refuses an id that nothing stored.
+        await server.results.set(job_key("run-now"), encode(due), version=0)
         await broker.enqueue("ticks", [Envelope("run-now", encode(due))])
         async with running(server):
             done = await server.wait("run-now", timeout=10)
