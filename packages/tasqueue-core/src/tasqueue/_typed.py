@@ -45,18 +45,21 @@ class Codec(Generic[T]):
             return cast(T, data)
         return cast(T, self._decode(data))
 
-    def check(self, value: object, what: str) -> bytes:
-        """Encode ``value`` and prove it decodes as this type; ``PayloadError`` with msgspec's reason if not."""
+    def check(self, value: object, task: str) -> bytes:
+        """Encode ``value``, a payload of ``task``, and prove it decodes as this type.
+
+        Raises ``PayloadError`` with msgspec's reason if it does not.
+        """
         if self.raw:
             if not isinstance(value, bytes):
-                msg = f"{what} must be bytes, got {type(value).__name__}"
+                msg = f"the payload of task {task!r} must be bytes, got {type(value).__name__}"
                 raise PayloadError(msg)
             return value
         try:
             data = _encode(value)
             self._decode(data)
         except (msgspec.EncodeError, msgspec.ValidationError, TypeError) as exc:
-            msg = f"{what} does not fit {_name(self.type)}: {exc}"
+            msg = f"the payload of task {task!r} does not fit {_name(self.type)}: {exc}"
             raise PayloadError(msg) from None
         return data
 

@@ -51,7 +51,7 @@ class TaskHandle(Generic[P, R]):
         fn: The handler function, when this process has it.
     """
 
-    __slots__ = ("_payload", "_result", "fn", "name", "opts", "server")
+    __slots__ = ("_job_opts", "_payload", "_result", "fn", "name", "opts", "server")
 
     def __init__(
         self,
@@ -70,6 +70,8 @@ class TaskHandle(Generic[P, R]):
         self.fn = fn
         self._payload: Codec[P] = Codec(payload)
         self._result: Codec[R] = Codec(result)
+        # Options are frozen: jobs that set none share one instance (most jobs; it saves a build each).
+        self._job_opts = JobOpts(queue=self.opts.queue)
 
     @property
     def queue(self) -> str:
@@ -109,15 +111,18 @@ class TaskHandle(Generic[P, R]):
         Options not given take the task's defaults when the job runs. Raises
         ``PayloadError`` (with msgspec's reason) if ``payload`` does not fit the task's type.
         """
-        data = self._payload.check(payload, f"the payload of task {self.name!r}")
-        opts = JobOpts(
-            id=id,
-            eta=eta,
-            queue=queue or self.opts.queue,
-            max_retries=max_retries,
-            timeout=timeout,
-            backoff=backoff,
-        )
+        data = self._payload.check(payload, self.name)
+        if id is None and eta is None and queue is None and max_retries is None and timeout is None and backoff is None:
+            opts = self._job_opts
+        else:
+            opts = JobOpts(
+                id=id,
+                eta=eta,
+                queue=queue or self.opts.queue,
+                max_retries=max_retries,
+                timeout=timeout,
+                backoff=backoff,
+            )
         return Job(self.name, data, opts, on_success=tuple(on_success), on_error=tuple(on_error))
 
     async def enqueue(
