@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
+from tasqueue import _waiting
 from tasqueue._schedule import validate as validate_cron
 from tasqueue._typed import RAW, Codec, Shape, shape_of, wrap
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Job, JobOpts
@@ -158,7 +159,7 @@ class TaskHandle(Generic[P, R]):
         Raises ``JobFailedError`` if the job failed, ``TimeoutError`` after ``timeout`` seconds,
         ``NotFoundError`` for an id that is not stored. A job that saved nothing gives ``None``.
         """
-        value: R = await self.server.result(job_id, type=self._result.type, timeout=timeout)
+        value: R = await _waiting.result(self.server, job_id, self._result.decode, timeout=timeout)
         return value
 
     def decode_result(self, data: bytes) -> R:
