@@ -373,7 +373,7 @@ class Server:
         if self._worker is not None:
             msg = "this Server's worker is already running"
             raise RuntimeError(msg)
-        await _recurring.sync(self)
+        syncing = await _recurring.start_sync(self)
         options = Options(
             backoff=self.backoff,
             shutdown_timeout=self.shutdown_timeout,
@@ -397,6 +397,8 @@ class Server:
         try:
             await worker.run()
         finally:
+            if syncing is not None:
+                syncing.cancel()
             loop = asyncio.get_running_loop()
             for sig in installed:
                 loop.remove_signal_handler(sig)
