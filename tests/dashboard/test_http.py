@@ -97,6 +97,10 @@ async def test_filters_by_task_and_by_time(stack: Stack) -> None:
     await stack.inspector.record([Finished("parked", b, JobState.FAILED, time.time() - 7200)])
     assert ids_on((await client.get("/queues/parked?state=failed&since=1h")).text) == []
     assert ids_on((await client.get("/queues/parked?state=failed&since=24h")).text) == [b]
+    # The filter form names the queue too: it lands on that queue's page with the rest of the query.
+    moved = await client.get("/jobs", params={"queue": "parked", "state": "failed", "since": "24h", "task": ""})
+    assert moved.status_code == 303
+    assert moved.headers["location"] == f"{PREFIX}/queues/parked?state=failed&since=24h"
     bad = await client.get("/queues/parked?state=nope")
     assert bad.status_code == 400
     assert "unknown state" in bad.text

@@ -195,9 +195,11 @@ class Dashboard:
         f = ListFilter.from_query(request.path_params["queue"], request.query_params)
         info = await self.queue(f.queue)
         rows, cursor = await self.rows(f)
+        overview = await self.overview()
         return {
             "f": f,
             "info": info,
+            "queue_names": sorted({q.name for q in overview.queues} | {f.queue}),
             "rows": rows,
             "next_url": f.url(cursor=cursor) if cursor else None,
             "first_url": f.url(cursor=None) if f.cursor else None,
@@ -206,6 +208,11 @@ class Dashboard:
             "page_sizes": PAGE_SIZES,
             "live_url": "/live" + f.url(),
         }
+
+    async def filter_jobs(self, request: Request) -> Response:
+        """The filter form's target: its queue field picks the queue page, the rest stays the query."""
+        f = ListFilter.from_query(request.query_params.get("queue", ""), request.query_params)
+        return RedirectResponse(_base(request) + f.url(cursor=None), status_code=303)
 
     async def page_job(self, request: Request) -> Response:
         return self.render(request, "job.html", **await self._job_context(request.path_params["job_id"]))
@@ -474,7 +481,7 @@ class ListFilter(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_query(cls, queue: str, q: Any) -> ListFilter:
-        return cls.from_fields({"queue": queue, **dict(q)})
+        return cls.from_fields({**dict(q), "queue": queue})
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> ListFilter:
@@ -668,6 +675,7 @@ def build(dashboard: Dashboard) -> ASGIApp:
         Route("/live/queues", d.live_queues),
         Route("/queues/{queue}", d.page_queue),
         Route("/live/queues/{queue}", d.live_queue),
+        Route("/jobs", d.filter_jobs),
         Route("/jobs/{job_id}", d.page_job),
         Route("/live/jobs/{job_id}", d.live_job),
         Route("/groups/{group_id}", d.page_group),
