@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib.util
 import json
 import logging
@@ -36,6 +37,7 @@ WRONG_LAST_SEQUENCE = 10071
 STREAM_NOT_FOUND = 10059
 CONSUMER_NOT_FOUND = 10014
 _CHUNK = 1000  # requests in flight per batch
+_LONGEST = 120  # characters of a token
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
@@ -52,7 +54,11 @@ def token(name: str) -> str:
     """
     if not name:
         return "_"
-    return _UNSAFE.sub(_escape, name)
+    escaped = _UNSAFE.sub(_escape, name)
+    if len(escaped) > _LONGEST:
+        # Stream names become file names: a long one keeps its start and a digest of the whole.
+        return escaped[: _LONGEST - 34] + "__" + hashlib.sha256(name.encode()).hexdigest()[:32]
+    return escaped
 
 
 class ApiError(TasqueueError):
@@ -317,6 +323,7 @@ def _dispatch_directly(sub: Any, handle: Callable[[Msg], None]) -> None:
     if hasattr(sub, "_pending_queue") and hasattr(sub, "_pending_size"):
         sub._pending_queue = _Direct(sub, handle)
     else:  # another nats-py: the ordinary way, a task reading the queue
+
         async def read() -> None:
             async for msg in sub.messages:
                 handle(msg)

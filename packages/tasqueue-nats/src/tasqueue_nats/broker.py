@@ -40,6 +40,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
+import tasqueue.broker
 from tasqueue.broker import Delivery, Envelope
 from tasqueue.errors import BrokerError, ConfigurationError
 from tasqueue_nats._client import (
@@ -60,7 +61,7 @@ DEFAULT_VISIBILITY_TIMEOUT = 30.0
 DEFAULT_DUPLICATE_WINDOW = 120.0
 DEFAULT_MAX_ACK_PENDING = 20_000
 #: ``get_pending`` reads at most this many messages per call (one request each).
-PENDING_LIMIT = 10_000
+PENDING_LIMIT = getattr(tasqueue.broker, "PENDING_LIMIT", 1000)
 _MSG_ID = "Nats-Msg-Id"
 _ID = "Tq-Id"  # the job id, when the Nats-Msg-Id is not it (a republished message)
 _DUE = "Tq-Due"  # ms since the epoch, on delayed messages
