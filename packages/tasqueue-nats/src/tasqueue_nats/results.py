@@ -40,7 +40,7 @@ DEFAULT_EXPIRY = 86400.0
 _DEFAULT = object()
 _VERSION = "Tq-Version"
 _EXPECT = "Nats-Expected-Last-Subject-Sequence"
-_CACHE = 100_000  # keys whose last sequence a store remembers
+_CACHE = 4096  # keys whose last sequence a store remembers: the jobs in flight, with room to spare
 _ROUNDS = 32  # compare-and-set attempts of one write against concurrent writers
 _LIST_LIMIT = 100_000
 
