@@ -129,17 +129,18 @@ async def test_a_job_moves_from_queued_to_successful_without_a_reload(served: Se
     await expect(page.locator("[data-state]")).to_have_text("successful", timeout=10_000)
     assert await page.evaluate("window.stayed") is True
     await expect(total).to_have_text("1", timeout=10_000)
-    await served.shot(page, "job")
 
 
 async def test_retry_a_failed_job_and_see_it_succeed(served: Served) -> None:
     stack = served.stack
-    for n in range(3):
-        await stack.enqueue("fail", f'{{"order": {n}}}'.encode())
+    failed = [await stack.enqueue("fail", f'{{"order": {n}}}'.encode()) for n in range(3)]
     job_id = await stack.enqueue("flaky", b'{"order": 42}')
     await stack.until_status(job_id, "failed")
     await stack.until_indexed(DEFAULT_QUEUE, "failed", 4)
-    page = await served.open(f"/queues/{QP}?state=failed")
+    page = await served.open(f"/jobs/{failed[0]}")
+    await expect(page.locator("details.traceback")).to_contain_text("Boom: cannot do")
+    await served.shot(page, "job")
+    await page.goto(f"{served.base}/queues/{QP}?state=failed")
     row = page.locator(f'tr[data-job="{job_id}"]')
     await expect(row).to_be_visible()
     await served.shot(page, "failed")
