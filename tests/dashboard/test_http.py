@@ -62,6 +62,11 @@ async def test_throughput_chart_draws_what_finished_between_samples(stack: Stack
     for job_id in ids:
         await stack.until_status(job_id, "successful")
 
+    async def counted() -> bool:  # all four in the backend's counter, so one sample sees them all
+        return (await stack.inspector.queue(Q)).counts.total_successful == 4
+
+    await eventually(counted)
+
     async def drawn() -> str | None:
         html = (await client.get("/live/queues")).text
         return html if "<title>4 successful, 0 failed</title>" in html else None
