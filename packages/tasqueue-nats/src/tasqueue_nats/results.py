@@ -241,11 +241,13 @@ class NatsResults:
                 self._handle(p, r)
         else:
             raise ResultsError(f"gave up writing {len(writes)} key(s) after {_ROUNDS} conflicting concurrent writes")
-        # What rides on a write goes only if it happened: its list entry, and the removal of the
-        # persisted copy of a key that now lives in the expiring stream.
+        # What rides on a write goes only if it happened: its list entry (NATS has no step that
+        # spans two subjects, so it comes right after: a crash in between leaves the job unlisted,
+        # never listed by a writer whose status write lost), and the removal of the persisted
+        # copy of a key that now lives in the expiring stream.
         for p in pending:
             if p.done:
-                for prefix, id_ in ((self._ok, getattr(p.write, "success", "")), (self._no, getattr(p.write, "failed", ""))):
+                for prefix, id_ in ((self._ok, p.write.success), (self._no, p.write.failed)):
                     if id_:
                         extra.append(Request(prefix + token(id_), id_.encode()))
                 if p.migrate:
