@@ -62,6 +62,11 @@ async def test_throughput_chart_draws_what_finished_between_samples(stack: Stack
     for job_id in ids:
         await stack.until_status(job_id, "successful")
 
+    async def counted() -> bool:  # all four in the backend's counter, so one sample sees them all
+        return (await stack.inspector.queue(Q)).counts.total_successful == 4
+
+    await eventually(counted)
+
     async def drawn() -> str | None:
         html = (await client.get("/live/queues")).text
         return html if "<title>4 successful, 0 failed</title>" in html else None
@@ -84,6 +89,11 @@ async def test_jobs_pages_follow_the_cursor_to_the_end(stack: Stack) -> None:
         url = match.group(1).replace("&amp;", "&")[len(PREFIX) :] if match else None
     assert pages == 3
     assert sorted(seen) == sorted(made)
+    # The live fragment of a list is the list section alone, polling its own URL.
+    fragment = (await client.get("/live/queues/parked?limit=3")).text
+    assert fragment.startswith('<section id="jobs" data-live')
+    assert f'hx-get="{PREFIX}/live/queues/parked?state=queued&amp;limit=3"' in fragment
+    assert len(ids_on(fragment)) == 3
     # The same pages as JSON, for scripts.
     listed: list[str] = []
     cursor = ""
@@ -142,6 +152,9 @@ async def test_job_page_shows_payload_error_traceback_and_result(stack: Stack) -
     assert "&#34;user&#34;: 7" in html and "json" in html  # payload pretty-printed as JSON
     html = (await client.get(f"/jobs/{good}")).text
     assert 'data-state="successful"' in html
+    fragment = (await client.get(f"/live/jobs/{good}")).text
+    assert fragment.startswith('<section id="job" data-live') and 'data-state="successful"' in fragment
+    assert (await client.get("/health")).text == "ok"
     assert "Result" in html and "&#34;echo&#34;" in html
     missing = await client.get("/jobs/no-such-job")
     assert missing.status_code == 404

@@ -53,7 +53,7 @@ VERBS_BY_STATE = {
 SINCE = {"5m": 300, "15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
 PAGE_SIZES = (20, 50, 100, 200)
 #: A "matching" count that would read more jobs than this (a task filter on a big state) says "up to".
-EXACT_COUNT_LIMIT = 10_000
+EXACT_COUNT_LIMIT = 2_000
 #: The most jobs a time-filtered bulk action gathers.
 GATHER_LIMIT = 100_000
 MAX_FORM = 1 << 20
