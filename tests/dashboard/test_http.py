@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -208,7 +209,8 @@ async def test_find_opens_a_job_group_or_chain_by_id(stack: Stack) -> None:
     assert "nothing-here" in missing.text
 
 
-async def test_retry_a_failed_job_and_it_succeeds(stack: Stack) -> None:
+async def test_retry_a_failed_job_and_it_succeeds(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="tasqueue.dashboard")
     job_id = await stack.enqueue("flaky", b"r1")
     await stack.until_status(job_id, "failed")
     await stack.until_indexed(Q, "failed", 1)
@@ -220,6 +222,11 @@ async def test_retry_a_failed_job_and_it_succeeds(stack: Stack) -> None:
     await stack.until_status(job_id, "successful")
     note = await client.get(answer.headers["location"][len(PREFIX) :])
     assert "retried 1 of 1 job" in note.text
+    # Every action is logged, with what it did.
+    assert any(
+        r.name == "tasqueue.dashboard" and "action retry (selected)" in r.getMessage() and "retried 1 of 1" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 async def test_retry_all_matching_asks_with_the_count_then_retries(stack: Stack) -> None:
