@@ -40,6 +40,7 @@ from tasqueue.tasks import QueueConfig, RegisteredTask
 #: not keep a stopping worker alive.
 STOP_BOUND = 5.0
 
+
 class Worker:
     """Consumes every queue that has a registered task (and the default queue), until stopped."""
 

@@ -99,6 +99,7 @@ class _Queue:
         self.sent_at = 0.0
         self.stale_until = 0.0
         self.promoter: asyncio.Task[None] | None = None
+        self.sub: Any = None  # the subscription of the queue's pull requests
 
 
 class NatsBroker:
@@ -327,7 +328,7 @@ class NatsBroker:
                 if q.count >= q.wanted:
                     q.finished.set()
 
-        await nc.subscribe(q.inbox + ".*", cb=arrived)
+        q.sub = await nc.subscribe(q.inbox + ".*", cb=arrived)
 
     async def _pull_now(self, q: _Queue, batch: int) -> None:
         """Ask for up to ``batch`` messages that are there now; they land in ``q.arrived``."""
@@ -568,6 +569,10 @@ class NatsBroker:
                 q.promoter.cancel()
                 with contextlib.suppress(BaseException):
                     await q.promoter
+            if q.sub is not None:
+                # The connection may live on for a results store that shares it.
+                with contextlib.suppress(Exception):
+                    await q.sub.unsubscribe()
         await self._client.close()
 
 
