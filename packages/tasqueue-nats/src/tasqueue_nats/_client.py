@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import ssl
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -311,8 +312,9 @@ class _Shared:
     both go out in one write and come back in one read. Each client keeps its own reply inbox.
     """
 
-    def __init__(self, key: tuple[Any, ...]) -> None:
+    def __init__(self, key: tuple[Any, ...], loop: asyncio.AbstractEventLoop) -> None:
         self.key = key
+        self.loop = weakref.ref(loop)
         self.nc: NATS | None = None
         self.clients: set[Client] = set()
         self.lock = asyncio.Lock()
@@ -324,8 +326,9 @@ class _Shared:
         key: tuple[Any, ...] = (id(loop), tuple(c.servers), c.tls, c.user, c.password, c.token, c.nkey, c.creds)
         key += (c.tls_ca, c.tls_cert, c.tls_key, c.connect_timeout, c.name)
         shared = _SHARED.get(key)
-        if shared is None or (shared.nc is not None and shared.nc.is_closed):
-            shared = _SHARED[key] = cls(key)
+        # A loop's id can be reused once it is gone: a connection belongs to its own loop only.
+        if shared is None or shared.loop() is not loop or (shared.nc is not None and shared.nc.is_closed):
+            shared = _SHARED[key] = cls(key, loop)
         return shared
 
     async def on_error(self, exc: Exception) -> None:
