@@ -251,7 +251,18 @@ class Client:
         ``timeout`` bounds the wait for each chunk rather than for an unbounded batch.
         """
         for start in range(0, len(requests), _CHUNK):
-            await self._send(requests[start : start + _CHUNK], timeout)
+            chunk = requests[start : start + _CHUNK]
+            await self._send(chunk, timeout)
+            # "No responders": no stream leader right now (a cluster electing one after a node
+            # died). Nothing was stored, so sending again is safe; wait for a leader a while.
+            give_up = asyncio.get_running_loop().time() + self.timeout
+            delay = 0.05
+            while (again := [r for r in chunk if r.reply is not None and (r.reply.headers or {}).get("Status") == "503"]) and (
+                asyncio.get_running_loop().time() < give_up
+            ):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+                await self._send(again, timeout)
 
     async def _send(self, requests: Sequence[Request], timeout: float | None) -> None:
         if not requests:
