@@ -13,7 +13,8 @@ nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = True
 nox.needs_version = ">=2024.3.2"
 
-CORE = "./packages/tasqueue-core[testing]"
+# [cli] brings rich, for the tests of `tasqueue top`.
+CORE = "./packages/tasqueue-core[testing,cli]"
 TEST_TOOLS = ("pytest>=8", "pytest-asyncio>=1.0", "pytest-timeout>=2.3")
 # Extra test-only dependencies per package (their runtime dependencies come from their pyproject).
 EXTRA = {
