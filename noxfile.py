@@ -81,6 +81,7 @@ BENCHES = {
     # The peers it runs beside tasqueue (benchmarks/peers.py) are bench-only: never in CI.
     "redis": ("./packages/tasqueue-core", "./packages/tasqueue-redis[hiredis]", "huey>=2.5", "dramatiq[redis]>=1.17"),
     "otel": ("./packages/tasqueue-core", "./packages/tasqueue-otel[sdk]"),
+    "inspect": ("./packages/tasqueue-core", "./packages/tasqueue-redis[hiredis]"),
 }
 
 

@@ -1,9 +1,10 @@
 """What a worker tells the control plane, and what it learns from it, once per heartbeat.
 
 Every ``interval`` a worker stores its record (host, pid, queues, in-flight jobs) with a time to
-live of a few intervals, so a worker that dies drops out of ``Inspector.workers()`` on its own;
-adds the jobs it finished (and the ones it set to retry) to the per-queue indexes, one batch per
-beat rather than a write per job; and reads the paused queues. A consume loop checks ``gate``
+live of a few intervals, so a worker that dies drops out of ``Inspector.workers()`` on its own,
+and reads the paused queues. The jobs it finished (and the ones it set to retry) go to the
+per-queue indexes with each batch of outcomes the settler writes, before their acks: one write
+per batch, not per job, and none lost to a worker that dies after acking. A consume loop checks ``gate``
 before each fetch, so pausing costs the hot path one set lookup.
 """
 
@@ -63,8 +64,12 @@ class Presence:
 
     # ---- called by the worker ------------------------------------------------------------
 
-    def finished(self, queues: dict[str, str], success: Iterable[str], failed: Iterable[str]) -> None:
-        """Jobs whose outcome was just written; ``queues`` maps their ids to their queues."""
+    def finished(self, queues: dict[str, str], success: Iterable[str], failed: Iterable[str]) -> asyncio.Task[None] | None:
+        """Index the jobs of a batch whose outcomes are being written; ``queues`` maps their ids to their queues.
+
+        Returns the write of those entries (and of retries noted since the last batch), for the
+        settler to await before it acks; ``None`` when there is nothing to write.
+        """
         now = time.time()
         for ids, state in ((success, JobState.SUCCESSFUL), (failed, JobState.FAILED)):
             for job_id in ids:
@@ -76,6 +81,23 @@ class Presence:
                         self._done += 1
                     else:
                         self._failed += 1
+        if self.control is None or not self._entries:
+            return None
+        return asyncio.create_task(self._record())
+
+    async def _record(self) -> None:
+        """Write the buffered index entries; on failure keep them for the next beat (never raises)."""
+        control = self.control
+        if control is None or not self._entries:
+            return
+        entries, self._entries = self._entries, []
+        try:
+            await control.record(entries)
+        except Exception:
+            self._entries[:0] = entries
+            self.worker.log.warning(
+                "could not index %d finished job(s); retrying with the next beat", len(entries), exc_info=True
+            )
 
     def retrying(self, queue: str, job_id: str, delay: float) -> None:
         if self.control is not None:
@@ -112,13 +134,7 @@ class Presence:
             if queue not in paused and queue in self.paused:
                 self._resumed.pop(queue, asyncio.Event()).set()
         self.paused = {q for q in paused if q in self.worker.server.queues}
-        if self._entries:
-            entries, self._entries = self._entries, []
-            try:
-                await control.record(entries)
-            except BaseException:
-                self._entries[:0] = entries
-                raise
+        await self._record()
         await control.beat(self.id, _encode(self.record()), self.interval * _TTL_BEATS)
 
     def record(self) -> Any:
@@ -147,9 +163,7 @@ class Presence:
         if self.control is None:
             return
         try:
-            if self._entries:
-                await self.control.record(self._entries)
-                self._entries = []
+            await self._record()
             await self.control.leave(self.id)
         except Exception:
             self.worker.log.warning("could not remove this worker's record; it expires on its own", exc_info=True)

@@ -213,7 +213,12 @@ async def run_top(insp: Inspector, *, interval: float = 1.0, once: bool = False)
     console = Console()
     view = View()
     if once:
-        console.print(render(await snapshot(insp), view, source, interval))
+        # Two snapshots one interval apart, so that the frame has rates too.
+        _rates(view, await snapshot(insp))
+        await asyncio.sleep(interval)
+        snap = await snapshot(insp)
+        _rates(view, snap)
+        console.print(render(snap, view, source, interval))
         return 0
     loop = asyncio.get_running_loop()
     keys: asyncio.Queue[str] = asyncio.Queue()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -385,7 +386,10 @@ def _worker(args: argparse.Namespace) -> int:
     srv = load_server(args.app)  # also in the supervisor: a bad app is one error, not N restarting ones
     _select(srv, args.queues, args.concurrency)
     if args.processes == 1:
-        srv.run()
+        if os.environ.get(_logs.SLOT_ENV) is not None:
+            asyncio.run(_supervised(srv, os.getppid()))
+        else:
+            srv.run()
         return 0
     from tasqueue._supervisor import Supervisor, worker_command
 
@@ -395,6 +399,23 @@ def _worker(args: argparse.Namespace) -> int:
     if args.concurrency is not None:
         options += ["--concurrency", str(args.concurrency)]
     return Supervisor(worker_command(args.app, options), args.processes).run()
+
+
+async def _supervised(srv: Server, supervisor: int) -> None:
+    """Run a worker under a supervisor; drain if the supervisor dies (killed with SIGKILL, say), rather than run on orphaned."""
+
+    async def watch() -> None:
+        while os.getppid() == supervisor:  # noqa: ASYNC110 - no event announces a parent's death portably
+            await asyncio.sleep(1.0)
+        logging.getLogger("tasqueue.worker").warning("the supervisor (pid %d) is gone; stopping", supervisor)
+        await srv.stop()
+
+    async with srv:
+        watcher = asyncio.create_task(watch())
+        try:
+            await srv.start()
+        finally:
+            watcher.cancel()
 
 
 def _select(srv: Server, queues: str | None, concurrency: int | None) -> None:
@@ -585,7 +606,7 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default: 1)")
-    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.add_argument("--once", action="store_true", help="print one frame (after one interval, for the rates) and exit")
 
     plugins = add("plugins", "list tasqueue and its plugins: versions, URL schemes, hooks", _plugins)
     plugins.add_argument("--json", action="store_true", help="print JSON for scripts")
