@@ -133,7 +133,8 @@ async def measure(url: str, n: int, repeat: int, *, flush: bool) -> list[tuple[s
         t0 = time.perf_counter()
         pending = await srv.get_pending(QUEUE)
         took = (time.perf_counter() - t0) * 1000
-        rows.append((f"(for scale) Server.get_pending: all {len(pending):,} waiting", took, -1.0))
+        print(f"  Server.get_pending read {len(pending):,} messages", file=sys.stderr)
+        rows.append(("(for scale, no index) Server.get_pending: every waiting job", took, -1.0))
         info = await broker.client.info("memory")
         print(f"  redis used_memory after fill: {info['used_memory_human']}", file=sys.stderr)
         if flush:
