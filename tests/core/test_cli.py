@@ -380,3 +380,29 @@ def test_the_console_script_is_installed() -> None:
     done = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 0
     assert done.stdout.startswith("tasqueue ")
+
+
+def test_worker_logs_json_lines_with_a_flag(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(textwrap.dedent(APP))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tasqueue.cli", "worker", "app:srv", "--log-format", "json"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "hello world\n"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    records = [json.loads(line) for line in err.splitlines()]
+    assert {"ts", "level", "logger", "pid", "msg"} <= set(records[0])
+    assert any(r["msg"].startswith("worker started") and r["level"] == "info" for r in records)
+    assert records[-1]["msg"] == "worker stopped"
+    assert all(r["pid"] == proc.pid for r in records)
