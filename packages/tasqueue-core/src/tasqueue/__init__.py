@@ -23,20 +23,23 @@ from tasqueue.errors import (
     BrokerError,
     ConfigurationError,
     JobError,
+    JobFailedError,
     JobTimeoutError,
     NotFoundError,
+    PayloadError,
     PluginConflictError,
     ResultsError,
     TasqueueError,
     UnknownSchemeError,
     UnknownTaskError,
 )
+from tasqueue.handles import TaskHandle
 from tasqueue.hookspecs import hookimpl
 from tasqueue.inspector import Inspector, JobFilter
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, ChainOpts, Group, GroupOpts, Job, JobOpts
 from tasqueue.messages import ChainMessage, ChainMeta, GroupMessage, GroupMeta, JobMessage, JobStatus, Meta
 from tasqueue.middleware import EnqueueNext, Middleware, ProcessNext
-from tasqueue.results import Results, Write
+from tasqueue.results import FinishWatch, NotifyingResults, Results, Write
 from tasqueue.server import Server
 from tasqueue.sync import BlockingServer
 from tasqueue.tasks import Handler, JobCtx, TaskOpts
@@ -55,6 +58,7 @@ __all__ = [
     "Delivery",
     "EnqueueNext",
     "Envelope",
+    "FinishWatch",
     "Group",
     "GroupMessage",
     "GroupMeta",
@@ -64,6 +68,7 @@ __all__ = [
     "Job",
     "JobCtx",
     "JobError",
+    "JobFailedError",
     "JobFilter",
     "JobMessage",
     "JobOpts",
@@ -73,11 +78,14 @@ __all__ = [
     "Meta",
     "Middleware",
     "NotFoundError",
+    "NotifyingResults",
+    "PayloadError",
     "PluginConflictError",
     "ProcessNext",
     "Results",
     "ResultsError",
     "Server",
+    "TaskHandle",
     "TaskOpts",
     "TasqueueError",
     "UnknownSchemeError",

@@ -22,7 +22,6 @@ import signal
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
 import msgspec
@@ -39,7 +38,7 @@ from tasqueue._keys import (
 )
 from tasqueue._presence import Presence, traceback_writes
 from tasqueue.broker import Delivery
-from tasqueue.errors import JobTimeoutError, UnknownTaskError
+from tasqueue.errors import JobTimeoutError, PayloadError, UnknownTaskError
 from tasqueue.jobs import Job
 from tasqueue.messages import JobMessage, JobStatus
 from tasqueue.middleware import compose_enqueue, compose_process
@@ -475,8 +474,10 @@ class Worker:
             return
         if msg.schedule_id and msg.retried == 0 and not await self._schedule_next(run, msg):
             return
+        if msg.job.opts.max_retries is None and task.opts.max_retries is not None:
+            msg = replace(msg, max_retry=task.opts.max_retries)  # the producer did not know the task's default
 
-        processing = replace(msg, status=JobStatus.PROCESSING, processed_at=datetime.now(UTC), stalls=d.deliveries - 1)
+        processing = replace(msg, status=JobStatus.PROCESSING, processed_at=self.server.clock.now(), stalls=d.deliveries - 1)
         self._settler.write(Write(job_key(msg.id), encode(processing), version=self._version(processing, d, PHASE_RUNNING)))
         ctx = run.ctx = JobCtx(processing, self.results, result_key(msg.id))
         opts = task.opts
@@ -511,7 +512,7 @@ class Worker:
     async def _call_handler(self, ctx: JobCtx) -> bytes | None:
         """The innermost step of processing: the handler itself, with the job's timeout."""
         task = self.tasks[ctx.meta.job.task]
-        timeout = ctx.meta.job.opts.timeout
+        timeout = ctx.meta.job.opts.timeout or task.opts.timeout
         payload = ctx.meta.job.payload
         call: Awaitable[bytes | None]
         if task.is_async:
@@ -560,7 +561,7 @@ class Worker:
         self._settler.settle(_Outcome(run.queue, d), writes, success=msg.id)
 
     async def _failed(self, run: _Run, msg: JobMessage, task: RegisteredTask, exc: Exception) -> None:
-        if msg.retried >= msg.max_retry:
+        if msg.retried >= msg.max_retry or isinstance(exc, PayloadError):
             await self._fail(run, msg, f"{type(exc).__name__}: {exc}", exc, task)
             return
         err = f"{type(exc).__name__}: {exc}"
@@ -623,7 +624,7 @@ class Worker:
         workers), so one worker's ignorance is not the end of the job.
         """
         d = run.delivery
-        now = datetime.now(UTC)
+        now = self.server.clock.now()
         due = max(filter(None, (msg.enqueued_at, msg.job.opts.eta)), default=now)
         waited = (now - due).total_seconds()
         left = self.server.unknown_task_timeout - waited
@@ -684,7 +685,7 @@ class Worker:
             status=JobStatus.FAILED,
             queue=run.queue,
             prev_err=f"UndecodableMessage: {exc}",
-            processed_at=datetime.now(UTC),
+            processed_at=self.server.clock.now(),
             job=Job(UNDECODABLE_TASK, d.data),
         )
         self._settler.settle(_Outcome(run.queue, d), [Write(job_key(d.id), encode(record))], failed=d.id)

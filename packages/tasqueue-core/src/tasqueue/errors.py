@@ -9,8 +9,10 @@ The hierarchy::
     ├── BrokerError                   the broker failed (connection lost, command refused)
     ├── ResultsError                  the results store failed
     ├── NotFoundError                 no such job, result, group, chain or schedule (also a KeyError)
+    ├── JobFailedError                a job you waited for failed (``Server.result``); carries its error
     └── JobError                      raised inside a worker about one run; stored as the job's ``prev_err``
         ├── JobTimeoutError           the handler ran past ``JobOpts.timeout`` (also a TimeoutError)
+        ├── PayloadError              a typed task's payload does not fit its type (never retried)
         └── UnknownTaskError          no handler is registered for the job's task
 
 Plugins wrap their client's exceptions in ``BrokerError`` / ``ResultsError`` with
@@ -23,8 +25,10 @@ __all__ = [
     "BrokerError",
     "ConfigurationError",
     "JobError",
+    "JobFailedError",
     "JobTimeoutError",
     "NotFoundError",
+    "PayloadError",
     "PluginConflictError",
     "ResultsError",
     "TasqueueError",
@@ -65,12 +69,46 @@ class NotFoundError(TasqueueError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class JobFailedError(TasqueueError):
+    """A job that was waited for (``Server.result``, ``TaskHandle.result``) failed for good.
+
+    Attributes:
+        job_id: The job's id.
+        error_type: The name of the exception that failed it (``"ValueError"``, ``"JobTimeoutError"``).
+        error: That exception's message.
+        traceback: The traceback the worker captured, as text (``""`` when there was none, e.g.
+            an unknown task or a job whose workers kept dying).
+    """
+
+    def __init__(self, job_id: str, error_type: str, error: str, traceback: str = "") -> None:
+        super().__init__(job_id, error_type, error, traceback)
+        self.job_id = job_id
+        self.error_type = error_type
+        self.error = error
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        text = f"job {self.job_id!r} failed: {self.error_type}: {self.error}"
+        if self.traceback:
+            text += f"\n\nTraceback in the worker:\n{self.traceback.rstrip()}"
+        return text
+
+
 class JobError(TasqueueError):
     """Something about one run of a job; its text becomes the job's ``prev_err``."""
 
 
 class JobTimeoutError(JobError, TimeoutError):
     """The handler did not finish within the job's timeout and was cancelled."""
+
+
+class PayloadError(JobError):
+    """A typed task's payload could not be decoded into its declared type.
+
+    Raised by ``TaskHandle.enqueue`` before anything is sent, and inside a worker for a payload
+    that arrived broken (an old producer, a hand-written message): the job then fails at once,
+    without retries, since running it again cannot fix its bytes.
+    """
 
 
 class UnknownTaskError(JobError):

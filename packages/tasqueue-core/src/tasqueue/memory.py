@@ -13,11 +13,12 @@ seconds or ``none``, default 86400).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -197,6 +198,16 @@ class MemoryBroker:
         ids = list(q.ready) + [id_ for _, _, id_ in sorted(q.delayed)]
         return [q.items[i].data for i in ids if i in q.items]
 
+    def outstanding(self, queue: str) -> int:
+        """Messages of ``queue`` that are due or leased: work a worker has yet to finish.
+
+        Delayed messages not due yet do not count. ``tasqueue.testing`` drains a worker by
+        waiting until this is 0 on every queue.
+        """
+        q = self._queue(queue)
+        self._tick(q, self._clock())
+        return len(q.ready) + len(q.leased)
+
     async def close(self) -> None:
         return None
 
@@ -208,6 +219,35 @@ class _Entry:
         self.value = value
         self.version = version
         self.expires = expires
+
+
+class _Watch:
+    """One waiter on finished jobs, woken from whichever loop or thread records the finish."""
+
+    __slots__ = ("_event", "_loop")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        try:
+            same_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
+            self._event.set()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
 
 
 class MemoryResults:
@@ -229,6 +269,7 @@ class MemoryResults:
         # so that sweeping costs O(1) per write instead of a scan.
         self._expiring: deque[tuple[float, str]] = deque()
         self._lists: dict[str, dict[str, float | None]] = {"success": {}, "failed": {}}
+        self._watches: dict[str, set[_Watch]] = {}
 
     def _live(self, key: str, now: float) -> _Entry | None:
         entry = self._data.get(key)
@@ -298,7 +339,27 @@ class MemoryResults:
             for id_ in ids:
                 listed.pop(id_, None)  # re-adding moves the id to the end (newest)
                 listed[id_] = expires
+        if self._watches:
+            for id_ in (*success, *failed):
+                for watch in self._watches.get(id_, ()):
+                    watch.notify()
         return done
+
+    @contextlib.asynccontextmanager
+    async def watch(self, ids: Sequence[str]) -> AsyncIterator[_Watch]:
+        """Wake the yielded watch when one of ``ids`` finishes (``NotifyingResults``)."""
+        watch = _Watch()
+        for id_ in ids:
+            self._watches.setdefault(id_, set()).add(watch)
+        try:
+            yield watch
+        finally:
+            for id_ in ids:
+                watching = self._watches.get(id_)
+                if watching is not None:
+                    watching.discard(watch)
+                    if not watching:
+                        del self._watches[id_]
 
     async def delete(self, keys: Sequence[str], *, ids: Sequence[str] = ()) -> None:
         for key in keys:

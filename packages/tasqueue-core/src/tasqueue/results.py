@@ -12,11 +12,12 @@ write from a worker that lost its lease never overwrites what another worker fin
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
 import msgspec
 
-__all__ = ["Results", "Write"]
+__all__ = ["FinishWatch", "NotifyingResults", "Results", "Write"]
 
 
 class Write(msgspec.Struct, frozen=True):
@@ -81,4 +82,35 @@ class Results(Protocol):
 
     async def close(self) -> None:
         """Release connections; the store is not used afterwards."""
+        ...
+
+
+class FinishWatch(Protocol):
+    """What ``NotifyingResults.watch`` yields: a way to sleep until a watched job finishes."""
+
+    async def wait(self, timeout: float) -> bool:
+        """Sleep until a watched id is added to the success or failed list, at most ``timeout`` seconds.
+
+        Returns True when woken by such an add (one that happened since the watch began or
+        since the last True), False on timeout. A spurious True is allowed: the caller reads
+        the job's status again either way.
+        """
+        ...
+
+
+@runtime_checkable
+class NotifyingResults(Protocol):
+    """An optional capability of a results store: telling waiters that jobs finished.
+
+    ``Server.wait`` and ``Server.result`` use it, when a store has it, to sleep until a job's
+    id is added to the success or failed list (by ``set_many``, in any process) instead of
+    reading the job's status over and over. A store without it is polled.
+    """
+
+    def watch(self, ids: Sequence[str]) -> AbstractAsyncContextManager[FinishWatch | None]:
+        """Watch ``ids``: every success/failed add of one of them after ``__aenter__`` returns wakes the watch.
+
+        A store that cannot notify at the moment (its connection is down, a client kind without
+        the means) yields ``None``, and the caller polls instead.
+        """
         ...

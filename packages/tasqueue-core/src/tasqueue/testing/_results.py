@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tasqueue.errors import NotFoundError
-from tasqueue.results import Results, Write
+from tasqueue.results import NotifyingResults, Results, Write
 from tasqueue.testing._common import ResultsFactory, ResultsFixtures, eventually
 
 
@@ -122,3 +122,18 @@ class ResultsSuite(ResultsFixtures):
         await store.set_many([Write("k", b"v")], success=["s"])
         assert await store.get("k") == b"v"
         assert await store.get_success() == ["s"]
+
+    async def test_a_watch_wakes_when_a_watched_job_finishes(self, results: Results) -> None:
+        # Optional: a store that cannot notify is polled by Server.wait / Server.result.
+        if not isinstance(results, NotifyingResults):
+            pytest.skip("the store does not notify (no NotifyingResults.watch); waiters poll")
+        async with results.watch(["a", "b"]) as watch:
+            if watch is None:
+                pytest.skip("the store yields no watch for this client; waiters poll")
+            assert await watch.wait(0.05) is False  # nothing finished yet: it must not just return
+            await results.set_many([Write("job:a", b"done")], success=["a"])
+            assert await watch.wait(10.0) is True
+            await results.set_many([], failed=["b"])
+            assert await watch.wait(10.0) is True
+        # Leaving the watch unsubscribes; a later finish wakes nobody and breaks nothing.
+        await results.set_many([], success=["a"])
