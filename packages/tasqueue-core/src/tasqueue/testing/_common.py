@@ -29,12 +29,15 @@ class Capabilities:
         lease_expiry: An unsettled lease runs out after ``visibility_timeout`` and the message
             is delivered again.
         expiry: The results store expires keys and list entries after its ``expiry``.
+        inspect: The broker has a control plane (``broker.control``, see ``tasqueue.control``),
+            so that ``tasqueue.Inspector`` works on it.
     """
 
     delayed: bool = True
     dedupe: bool = True
     lease_expiry: bool = True
     expiry: bool = True
+    inspect: bool = True
 
     def require(self, name: str) -> None:
         if not getattr(self, name):

@@ -32,6 +32,10 @@ class Boom(Exception):
 class InspectorSuite(BrokerFixture, ResultsFixtures):
     """Subclass and override the ``broker`` and ``results_factory`` fixtures (see ``tasqueue.testing``)."""
 
+    @pytest.fixture(autouse=True)
+    def _needs_a_control_plane(self) -> None:
+        self.capabilities.require("inspect")
+
     @pytest.fixture
     def server(self, broker: Broker, results: Results) -> Server:
         return Server(broker, results, load_entrypoints=False, shutdown_timeout=0.5, fetch_timeout=0.2)
