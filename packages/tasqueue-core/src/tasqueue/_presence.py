@@ -32,6 +32,9 @@ _encode = msgspec.msgpack.Encoder().encode
 #: Seconds between beats; a record lives for ``_TTL_BEATS`` of them.
 INTERVAL = 1.0
 _TTL_BEATS = 5
+#: Longest the worker waits for the control plane at any point: inspection data is never worth
+#: stalling jobs for (the write goes on in the background, or is retried with the next beat).
+PATIENCE = 2.0
 _MAX_TRACEBACK = 64 * 1024
 
 
@@ -86,13 +89,16 @@ class Presence:
         return asyncio.create_task(self._record())
 
     async def _record(self) -> None:
-        """Write the buffered index entries; on failure keep them for the next beat (never raises)."""
+        """Write the buffered index entries; on failure keep them for the next beat (raises only a cancellation)."""
         control = self.control
         if control is None or not self._entries:
             return
         entries, self._entries = self._entries, []
         try:
             await control.record(entries)
+        except asyncio.CancelledError:
+            self._entries[:0] = entries
+            raise
         except Exception:
             self._entries[:0] = entries
             self.worker.log.warning(
@@ -115,12 +121,18 @@ class Presence:
 
     # ---- the beat ------------------------------------------------------------------------
 
+    async def settled(self, recording: asyncio.Task[None]) -> None:
+        """Wait for a batch's index write, but no longer than ``PATIENCE``."""
+        _, late = await asyncio.wait([recording], timeout=PATIENCE)
+        if late:
+            self.worker.log.warning("the control plane is slow to index finished jobs; settling them anyway")
+
     async def run(self) -> None:
         if self.control is None:
             return
         while True:
             try:
-                await self.beat()
+                await asyncio.wait_for(self.beat(), PATIENCE * 2)
             except Exception:
                 self.worker.log.warning("could not report to the control plane; retrying next beat", exc_info=True)
             await asyncio.sleep(self.interval)
@@ -163,8 +175,9 @@ class Presence:
         if self.control is None:
             return
         try:
-            await self._record()
-            await self.control.leave(self.id)
+            async with asyncio.timeout(PATIENCE):
+                await self._record()
+                await self.control.leave(self.id)
         except Exception:
             self.worker.log.warning("could not remove this worker's record; it expires on its own", exc_info=True)
 
@@ -212,6 +225,6 @@ async def note_schedules(broker: object, messages: Sequence[Any], log: Any) -> N
     if control is None:
         return
     try:
-        await control.note_schedules(schedule_records(messages))
+        await asyncio.wait_for(control.note_schedules(schedule_records(messages)), PATIENCE)
     except Exception:
         log.warning("could not record %d schedule(s) for inspection", len(messages), exc_info=True)

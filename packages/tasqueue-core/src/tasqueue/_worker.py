@@ -170,7 +170,7 @@ class _Settler:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
         if recording is not None:
-            await recording
+            await worker.presence.settled(recording)
         acks: dict[str, list[Delivery]] = {}
         for o in outcomes:
             if not o.nack:
