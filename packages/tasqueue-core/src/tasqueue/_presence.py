@@ -3,8 +3,8 @@
 Every ``interval`` a worker stores its record (host, pid, queues, in-flight jobs) with a time to
 live of a few intervals, so a worker that dies drops out of ``Inspector.workers()`` on its own,
 and reads the paused queues. The jobs it finished (and the ones it set to retry) go to the
-per-queue indexes with each batch of outcomes the settler writes, before their acks: one write
-per batch, not per job, and none lost to a worker that dies after acking. A consume loop checks ``gate``
+per-queue indexes beside each batch of outcomes the settler writes: one write per batch, not
+per job, and one at a time, so the hot path never waits for it. A consume loop checks ``gate``
 before each fetch, so pausing costs the hot path one set lookup.
 """
 
@@ -62,16 +62,19 @@ class Presence:
         self._parked: set[str] = set()
         self._resumed: dict[str, asyncio.Event] = {}
         self._entries: list[Finished] = []
+        self._writing: asyncio.Task[None] | None = None
         self._done = 0
         self._failed = 0
 
     # ---- called by the worker ------------------------------------------------------------
 
-    def finished(self, queues: dict[str, str], success: Iterable[str], failed: Iterable[str]) -> asyncio.Task[None] | None:
+    def finished(self, queues: dict[str, str], success: Iterable[str], failed: Iterable[str]) -> None:
         """Index the jobs of a batch whose outcomes are being written; ``queues`` maps their ids to their queues.
 
-        Returns the write of those entries (and of retries noted since the last batch), for the
-        settler to await before it acks; ``None`` when there is nothing to write.
+        The entries (and the retries noted since the last batch) are written by one background
+        write at a time, beside the outcomes: a slow control plane never holds up the acks, and
+        entries wait for the next write meanwhile. A worker killed while that write is in flight
+        leaves its entries out of the counts (the job records are complete).
         """
         now = time.time()
         for ids, state in ((success, JobState.SUCCESSFUL), (failed, JobState.FAILED)):
@@ -84,9 +87,8 @@ class Presence:
                         self._done += 1
                     else:
                         self._failed += 1
-        if self.control is None or not self._entries:
-            return None
-        return asyncio.create_task(self._record())
+        if self.control is not None and self._entries and (self._writing is None or self._writing.done()):
+            self._writing = asyncio.create_task(self._record())
 
     async def _record(self) -> None:
         """Write the buffered index entries; on failure keep them for the next beat (raises only a cancellation)."""
@@ -121,12 +123,6 @@ class Presence:
 
     # ---- the beat ------------------------------------------------------------------------
 
-    async def settled(self, recording: asyncio.Task[None]) -> None:
-        """Wait for a batch's index write, but no longer than ``PATIENCE``."""
-        _, late = await asyncio.wait([recording], timeout=PATIENCE)
-        if late:
-            self.worker.log.warning("the control plane is slow to index finished jobs; settling them anyway")
-
     async def run(self) -> None:
         if self.control is None:
             return
@@ -146,7 +142,8 @@ class Presence:
             if queue not in paused and queue in self.paused:
                 self._resumed.pop(queue, asyncio.Event()).set()
         self.paused = {q for q in paused if q in self.worker.server.queues}
-        await self._record()
+        if self._writing is None or self._writing.done():
+            await self._record()
         await control.beat(self.id, _encode(self.record()), self.interval * _TTL_BEATS)
 
     def record(self) -> Any:
@@ -176,6 +173,8 @@ class Presence:
             return
         try:
             async with asyncio.timeout(PATIENCE):
+                if self._writing is not None:
+                    await self._writing
                 await self._record()
                 await self.control.leave(self.id)
         except Exception:

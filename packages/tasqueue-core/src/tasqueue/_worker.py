@@ -155,9 +155,8 @@ class _Settler:
         outcomes = self._in_flight = self._outcomes
         self._writes, self._success, self._failed, self._outcomes = {}, [], [], []
         worker = self._worker
-        # Index entries (tasqueue.Inspector) are written beside the outcomes and before the acks,
-        # so that a worker dying after its acks cannot leave them out.
-        recording = worker.presence.finished({o.delivery.id: o.queue for o in outcomes}, success, failed)
+        # Index entries (tasqueue.Inspector) go out beside the outcomes, never holding up the acks.
+        worker.presence.finished({o.delivery.id: o.queue for o in outcomes}, success, failed)
         delay = _RETRY_MIN
         while True:
             try:
@@ -169,8 +168,6 @@ class _Settler:
                 worker.log.exception("could not write the outcome of %d job(s); retrying in %.2fs", len(outcomes), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
-        if recording is not None:
-            await worker.presence.settled(recording)
         acks: dict[str, list[Delivery]] = {}
         for o in outcomes:
             if not o.nack:
