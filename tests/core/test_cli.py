@@ -406,3 +406,14 @@ def test_worker_logs_json_lines_with_a_flag(tmp_path: Path) -> None:
     assert any(r["msg"].startswith("worker started") and r["level"] == "info" for r in records)
     assert records[-1]["msg"] == "worker stopped"
     assert all(r["pid"] == proc.pid for r in records)
+
+
+def test_dashboard_without_its_package_says_what_to_install(capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        import tasqueue_dashboard  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("tasqueue-dashboard is installed here; tests/dashboard runs the command")
+    assert main(["dashboard", "--broker", "redis://127.0.0.1:1/0"]) == 1
+    assert "pip install tasqueue-dashboard" in capsys.readouterr().err

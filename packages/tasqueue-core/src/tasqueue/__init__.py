@@ -22,6 +22,7 @@ from tasqueue.control import JobState
 from tasqueue.errors import (
     BrokerError,
     ConfigurationError,
+    ConfigurationWarning,
     JobError,
     JobFailedError,
     JobTimeoutError,
@@ -55,6 +56,7 @@ __all__ = [
     "ChainMeta",
     "ChainOpts",
     "ConfigurationError",
+    "ConfigurationWarning",
     "Delivery",
     "EnqueueNext",
     "Envelope",

@@ -172,7 +172,7 @@ class MemoryControl:
             q.delayed[:] = [e for e in q.delayed if e[2] not in gone]
             heapq.heapify(q.delayed)
             q.ready.extend(e[2] for e in moved)
-            q.wakeup.set()
+            q.wakeup.notify()
         return [e[2] for e in moved]
 
     # ---- indexes -------------------------------------------------------------------------

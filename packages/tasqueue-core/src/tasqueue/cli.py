@@ -93,8 +93,7 @@ def _connect(args: argparse.Namespace) -> Server:
     if app and not (args.broker or args.results):
         return load_server(app)
     broker = broker or results or "memory://"
-    results = results or broker
-    for url, flag in ((broker, "broker"), (results, "results")):
+    for url, flag in ((broker, "broker"), (results or broker, "results")):
         parts = urlsplit(url)
         if parts.scheme == "memory" and not (parts.netloc or parts.path.strip("/")):
             print(
@@ -103,6 +102,7 @@ def _connect(args: argparse.Namespace) -> Server:
                 file=sys.stderr,
             )
             break
+    # Without a results URL the Server keeps results on the broker's backend when it has a store.
     return Server(broker, results)
 
 
@@ -610,11 +610,28 @@ def _parser() -> argparse.ArgumentParser:
 
     plugins = add("plugins", "list tasqueue and its plugins: versions, URL schemes, hooks", _plugins)
     plugins.add_argument("--json", action="store_true", help="print JSON for scripts")
+    # Listed for --help; main() hands its arguments to the tasqueue-dashboard package before parsing.
+    commands.add_parser("dashboard", help="serve the web dashboard (pip install tasqueue-dashboard; dashboard --help)", add_help=False)
     return parser
+
+
+def _dashboard(argv: list[str]) -> int:
+    """``tasqueue dashboard``: the tasqueue-dashboard package's command, imported only when asked for."""
+    try:
+        from tasqueue_dashboard.cli import main as dashboard
+    except ImportError as exc:
+        if exc.name is not None and exc.name.split(".")[0] != "tasqueue_dashboard":
+            raise  # the package is there but something it needs is not: say which
+        print("tasqueue: error: the dashboard is a separate package: pip install tasqueue-dashboard", file=sys.stderr)
+        return 1
+    return dashboard(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tasqueue`` command with ``argv`` (``sys.argv[1:]`` by default); return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["dashboard"]:
+        return _dashboard(argv[1:])
     args = _parser().parse_args(argv)
     try:
         status: int = args.run(args)

@@ -15,6 +15,8 @@ The hierarchy::
         ├── PayloadError              a typed task's payload does not fit its type (never retried)
         └── UnknownTaskError          no handler is registered for the job's task
 
+    ConfigurationWarning (a UserWarning)  a setup that works, but probably not as meant
+
 Plugins wrap their client's exceptions in ``BrokerError`` / ``ResultsError`` with
 ``raise ... from exc`` so that callers can catch one type whatever the backend.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "BrokerError",
     "ConfigurationError",
+    "ConfigurationWarning",
     "JobError",
     "JobFailedError",
     "JobTimeoutError",
@@ -43,6 +46,13 @@ class TasqueueError(Exception):
 
 class ConfigurationError(TasqueueError):
     """A Server, URL or plugin was configured in a way that cannot work."""
+
+
+class ConfigurationWarning(UserWarning):
+    """A Server was configured in a way that works, but probably not as meant.
+
+    Filter it by category when the setup is deliberate: ``warnings.simplefilter("ignore", ConfigurationWarning)``.
+    """
 
 
 class UnknownSchemeError(ConfigurationError):

@@ -63,7 +63,9 @@ class Server:
 
     Args:
         broker: A broker URL (resolved through the installed plugins) or a ``Broker`` object.
-        results: A results-store URL or a ``Results`` object.
+        results: A results-store URL or a ``Results`` object. Left out, a broker URL names both
+            halves where a results store is registered for its scheme too (``Server("redis://…")``),
+            else the results stay in a private ``memory://``.
         logger: The logger for everything this server logs; ``tasqueue.*`` loggers by default.
         plugins: Plugin objects (modules or instances with ``@hookimpl`` functions) to register
             besides the installed ones.
@@ -87,7 +89,7 @@ class Server:
     def __init__(
         self,
         broker: str | Broker = "memory://",
-        results: str | Results = "memory://",
+        results: str | Results | None = None,
         *,
         logger: logging.Logger | None = None,
         plugins: Iterable[object] = (),
@@ -108,8 +110,7 @@ class Server:
         self._logger = logger
         self.log = logger or logging.getLogger("tasqueue.server")
         self._plugins = PluginHost(plugins, load_entrypoints=load_entrypoints)
-        self.broker: Broker = self._plugins.brokers.create(broker) if isinstance(broker, str) else broker
-        self.results: Results = self._plugins.results.create(results) if isinstance(results, str) else results
+        self.broker, self.results = self._plugins.backends(broker, results)
         self.backoff = backoff or Backoff()
         self.shutdown_timeout = float(shutdown_timeout)
         self.max_stalls = max_stalls

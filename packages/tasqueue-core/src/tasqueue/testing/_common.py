@@ -31,6 +31,8 @@ class Capabilities:
         expiry: The results store expires keys and list entries after its ``expiry``.
         inspect: The broker has a control plane (``broker.control``, see ``tasqueue.control``),
             so that ``tasqueue.Inspector`` works on it.
+        any_loop: The backend may be used from one event loop after another, and from another
+            thread's loop (``srv.sync``, a module-level Server under pytest-asyncio).
     """
 
     delayed: bool = True
@@ -38,6 +40,7 @@ class Capabilities:
     lease_expiry: bool = True
     expiry: bool = True
     inspect: bool = True
+    any_loop: bool = True
 
     def require(self, name: str) -> None:
         if not getattr(self, name):

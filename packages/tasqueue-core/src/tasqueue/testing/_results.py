@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tasqueue.errors import NotFoundError
@@ -21,6 +23,20 @@ class ResultsSuite(ResultsFixtures):
 
     async def test_is_a_results_store(self, results: Results) -> None:
         assert isinstance(results, Results)
+
+    async def test_another_event_loop_in_another_thread_may_use_it(self, results: Results) -> None:
+        # srv.sync calls a backend from a loop of its own in a background thread, and a
+        # module-level Server outlives the loop of each test: nothing may stay bound to one loop.
+        self.capabilities.require("any_loop")
+        await results.set_many([Write("here", b"1")], success=["a"])
+
+        async def elsewhere() -> list[bytes | None]:
+            await results.set_many([Write("there", b"2")], success=["b"])
+            return await results.get_many(["here", "there"])
+
+        assert await asyncio.to_thread(asyncio.run, elsewhere()) == [b"1", b"2"]
+        assert await results.get_many(["here", "there"]) == [b"1", b"2"]
+        assert await results.get_success() == ["a", "b"]
 
     async def test_get_of_a_missing_key_raises_not_found(self, results: Results) -> None:
         with pytest.raises(NotFoundError):
