@@ -611,7 +611,9 @@ def _parser() -> argparse.ArgumentParser:
     plugins = add("plugins", "list tasqueue and its plugins: versions, URL schemes, hooks", _plugins)
     plugins.add_argument("--json", action="store_true", help="print JSON for scripts")
     # Listed for --help; main() hands its arguments to the tasqueue-dashboard package before parsing.
-    commands.add_parser("dashboard", help="serve the web dashboard (pip install tasqueue-dashboard; dashboard --help)", add_help=False)
+    commands.add_parser(
+        "dashboard", help="serve the web dashboard (pip install tasqueue-dashboard; dashboard --help)", add_help=False
+    )
     return parser
 
 
