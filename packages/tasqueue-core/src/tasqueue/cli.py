@@ -31,7 +31,8 @@ from tasqueue.control import JobState
 from tasqueue.errors import BrokerError, NotFoundError, ResultsError, TasqueueError
 from tasqueue.inspector import Inspector, JobFilter
 from tasqueue.jobs import DEFAULT_QUEUE, Job, JobOpts
-from tasqueue.server import QueueConfig, Server
+from tasqueue.server import Server
+from tasqueue.tasks import QueueConfig
 
 __all__ = ["EXIT_ERROR", "EXIT_NOT_FOUND", "EXIT_UNREACHABLE", "EXIT_USAGE", "load_server", "main"]
 
