@@ -11,11 +11,12 @@ before each fetch, so pausing costs the hot path one set lookup.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,8 @@ class Presence:
         self._resumed: dict[str, asyncio.Event] = {}
         self._entries: list[Finished] = []
         self._writing: asyncio.Task[None] | None = None
+        self._running: asyncio.Task[Any] | None = None
+        self._stopping: asyncio.Event | None = None
         self._done = 0
         self._failed = 0
 
@@ -123,15 +126,23 @@ class Presence:
 
     # ---- the beat ------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Beat in the background until ``stop()``; ``leave()`` waits for the beats to end."""
+        self._stopping = asyncio.Event()
+        self._running = asyncio.create_task(self.run(), name="tasqueue-presence")
+
     async def run(self) -> None:
-        if self.control is None:
+        if self.control is None or self._stopping is None:
             return
-        while True:
-            try:
-                await asyncio.wait_for(self.beat(), PATIENCE * 2)
-            except Exception:
-                self.worker.log.warning("could not report to the control plane; retrying next beat", exc_info=True)
-            await asyncio.sleep(self.interval)
+        while not self._stopping.is_set():
+            await unhurried(self.beat(), "report to the control plane", self.worker.log)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+
+    def stop(self) -> None:
+        """End the beats (the one under way finishes: control-plane calls are never cut short)."""
+        if self._stopping is not None:
+            self._stopping.set()
 
     async def beat(self) -> None:
         control = self.control
@@ -168,14 +179,16 @@ class Presence:
         """Flush what is left and remove this worker's record; best effort, on shutdown."""
         if self.control is None:
             return
-        try:
-            async with asyncio.timeout(PATIENCE):
-                if self._writing is not None:
-                    await self._writing
-                await self._record()
-                await self.control.leave(self.id)
-        except Exception:
-            self.worker.log.warning("could not remove this worker's record; it expires on its own", exc_info=True)
+        self.stop()
+        pending = {t for t in (self._running, self._writing) if t is not None and not t.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=PATIENCE)
+        await unhurried(self._leave(), "remove this worker's record (it expires on its own)", self.worker.log)
+
+    async def _leave(self) -> None:
+        await self._record()
+        if self.control is not None:
+            await self.control.leave(self.id)
 
 
 def schedule_records(messages: Sequence[Any]) -> list[tuple[str, bytes]]:
@@ -220,7 +233,26 @@ async def note_schedules(broker: object, messages: Sequence[Any], log: Any) -> N
     control = control_of(broker)
     if control is None:
         return
-    try:
-        await asyncio.wait_for(control.note_schedules(schedule_records(messages)), PATIENCE)
-    except Exception:
-        log.warning("could not record %d schedule(s) for inspection", len(messages), exc_info=True)
+    await unhurried(control.note_schedules(schedule_records(messages)), "record schedules for inspection", log)
+
+
+async def unhurried(call: Coroutine[Any, Any, None], what: str, log: Any) -> None:
+    """Run a control-plane call, waiting for it ``PATIENCE`` seconds at most, and never cancel it.
+
+    Cutting a client call short can leave its connection mid-reply (redis-py's cluster client
+    then hangs the next caller); a slow call instead goes on in the background.
+    """
+    task = asyncio.ensure_future(call)
+    _LATE.add(task)
+    task.add_done_callback(_LATE.discard)
+    done, _ = await asyncio.wait({task}, timeout=PATIENCE)
+    if not done:
+        log.warning("could not %s within %.0fs; carrying on", what, PATIENCE)
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.warning("could not %s: %s", what, exc, exc_info=exc)
+
+
+#: Control-plane calls still running in the background, kept referenced until they end.
+_LATE: set[asyncio.Future[None]] = set()
