@@ -40,7 +40,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from tasqueue.broker import Delivery, Envelope
+from tasqueue.broker import PENDING_LIMIT, Delivery, Envelope
 from tasqueue.errors import BrokerError, ConfigurationError
 from tasqueue_nats._client import (
     STREAM_NOT_FOUND,
@@ -59,8 +59,6 @@ log = logging.getLogger("tasqueue.nats")
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
 DEFAULT_DUPLICATE_WINDOW = 120.0
 DEFAULT_MAX_ACK_PENDING = 20_000
-#: ``get_pending`` reads at most this many messages per call (one request each).
-PENDING_LIMIT = 10_000
 _MSG_ID = "Nats-Msg-Id"
 _ID = "Tq-Id"  # the job id, when the Nats-Msg-Id is not it (a republished message)
 _DUE = "Tq-Due"  # ms since the epoch, on delayed messages
@@ -101,6 +99,7 @@ class _Queue:
         self.sent_at = 0.0
         self.stale_until = 0.0
         self.promoter: asyncio.Task[None] | None = None
+        self.sub: Any = None  # the subscription of the queue's pull requests
 
 
 class NatsBroker:
@@ -329,7 +328,7 @@ class NatsBroker:
                 if q.count >= q.wanted:
                     q.finished.set()
 
-        await nc.subscribe(q.inbox + ".*", cb=arrived)
+        q.sub = await nc.subscribe(q.inbox + ".*", cb=arrived)
 
     async def _pull_now(self, q: _Queue, batch: int) -> None:
         """Ask for up to ``batch`` messages that are there now; they land in ``q.arrived``."""
@@ -556,6 +555,7 @@ class NatsBroker:
             raise BrokerError(f"cannot read queue {queue!r}: {exc}") from None
         # Messages above the consumer's delivered mark were never handed out.
         first = int(info["delivered"]["stream_seq"]) + 1
+        # At most PENDING_LIMIT (one request each): the kit's bound on what one listing reads.
         ready = await self._scan(q, q.work, first, PENDING_LIMIT)
         subject = q.holders + ".*" if await self._native_schedules() else q.delayed
         later = await self._scan(q, subject, 1, PENDING_LIMIT - len(ready))
@@ -569,6 +569,10 @@ class NatsBroker:
                 q.promoter.cancel()
                 with contextlib.suppress(BaseException):
                     await q.promoter
+            if q.sub is not None:
+                # The connection may live on for a results store that shares it.
+                with contextlib.suppress(Exception):
+                    await q.sub.unsubscribe()
         await self._client.close()
 
 
