@@ -597,27 +597,46 @@ class DistantBroker(MemoryBroker):
         super().__init__(visibility_timeout=5)
         self.round_trip = round_trip
         self.asked: list[int] = []
+        self.delivered = 0
+        self.nacked: list[str] = []
 
     async def fetch(self, queue: str, max_count: int, *, timeout: float) -> list[Delivery]:
         self.asked.append(max_count)
         await asyncio.sleep(self.round_trip)  # the wire, not a wait for a condition
-        return await super().fetch(queue, max_count, timeout=timeout)
+        deliveries = await super().fetch(queue, max_count, timeout=timeout)
+        self.delivered += len(deliveries)
+        return deliveries
+
+    async def nack(self, queue: str, delivery: Delivery, *, data: bytes | None = None, delay: float = 0.0) -> None:
+        self.nacked.append(delivery.id)
+        await super().nack(queue, delivery, data=data, delay=delay)
 
 
 @pytest.mark.asyncio
 async def test_short_jobs_are_prefetched_to_cover_the_fetch_round_trip() -> None:
     broker = DistantBroker(round_trip=0.02)
     srv = make_server(broker=broker)
+    ran: list[str] = []
+    held: list[str] = []
+    gate = asyncio.Event()
 
     @srv.task("quick", concurrency=4)
     async def quick(payload: bytes, ctx: JobCtx) -> None:
-        return None
+        ran.append(ctx.meta.id)
+        if len(ran) > 300:  # after a run of fast jobs, every slot stays busy for a while
+            held.append(ctx.meta.id)
+            await gate.wait()
 
     ids = await srv.enqueue_many([Job("quick", b"") for _ in range(400)])
     async with running(srv):
-        await srv.wait(ids[-1], timeout=30)
-    assert max(broker.asked) > 4  # leased beyond the free slots while jobs were finishing fast
-    assert max(broker.asked) <= 8  # and never more than one extra round of the concurrency
+        # With every slot held, what was leased beyond the handlers that ran waits in the prefetch:
+        # the worker leased beyond its free slots, having seen jobs finish fast.
+        await eventually(lambda: len(held) == 4 and broker.delivered > len(ran), timeout=30)
+        assert broker.delivered - len(ran) <= 4  # never more than one extra round of the concurrency
+        gate.set()
+        for job_id in ids:
+            await srv.wait(job_id, timeout=30)
+    assert max(broker.asked) <= 8
 
 
 @pytest.mark.asyncio
@@ -641,22 +660,34 @@ async def test_shutdown_hands_prefetched_jobs_back_unstarted() -> None:
     broker = DistantBroker(round_trip=0.02)
     srv = make_server(broker=broker)
     ran: list[str] = []
+    held: list[str] = []
+    gate = asyncio.Event()
 
     @srv.task("quick", concurrency=4)
     async def quick(payload: bytes, ctx: JobCtx) -> None:
         ran.append(ctx.meta.id)
+        if len(ran) > 300:  # by now the worker has learnt to prefetch; then every slot stays busy
+            held.append(ctx.meta.id)
+            await gate.wait()
 
     ids = await srv.enqueue_many([Job("quick", b"") for _ in range(2000)])
     async with running(srv):
-        await eventually(lambda: len(ran) >= 300, timeout=30)
+        # Every slot is held, so what was leased beyond the handlers that ran waits in the prefetch.
+        await eventually(lambda: len(held) == 4 and broker.delivered > len(ran), timeout=30)
+        stopping = asyncio.create_task(srv.stop())
+        await eventually(lambda: len(broker.nacked) >= broker.delivered - len(ran), timeout=30)
+        gate.set()  # the held jobs finish during the shutdown: their freed slots start nothing more
+        await stopping
     queue = broker._queues["tasqueue:tasks"]
     assert not queue.leased  # nothing left leased to a worker that is gone
     pending = set(queue.ready)  # all of them: get_pending shows only the first page
     statuses = {job_id: (await srv.get_job(job_id)) for job_id in ids}
     done = {i for i, m in statuses.items() if m.status is JobStatus.SUCCESSFUL}
     assert done | pending == set(ids) and not done & pending  # every job ran once or waits
+    assert done == set(ran)  # the held jobs finished; no prefetched one started
     assert all(m.stalls == 0 for m in statuses.values())
-    assert max(broker.asked) > 4  # the scenario did prefetch
+    assert len(broker.nacked) == broker.delivered - len(ran)  # every prefetched job was handed back,
+    assert set(broker.nacked) <= pending  # unstarted
 
 
 def decode(data: bytes) -> JobMessage:
