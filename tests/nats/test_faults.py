@@ -102,10 +102,12 @@ async def test_sigkill_of_a_busy_worker_loses_no_job(make_nats, prefix, workers,
         workers.start(nats_server.url, prefix, concurrency=500, vt=vt)
         await workers.wait_for(lambda: len(workers.done()) >= n * 0.3, timeout=120, what="30% of the jobs")
 
-        flying = await in_flight(srv)
         victim.kill()
         victim.wait()
         killed_at = time.time()
+        # Measured after the death, not before (the victim may lease more in between): the
+        # victim's unacked deliveries, frozen until their ack wait runs out, plus the survivor's.
+        flying = await in_flight(srv)
         final = await run_dry(srv, workers, ids)
 
     lines = workers.lines()
@@ -128,6 +130,13 @@ async def test_sigkill_of_a_busy_worker_loses_no_job(make_nats, prefix, workers,
     # At most what was in flight: the victim's running handlers, and the finished ones whose
     # outcome it had not yet written and acked (those hold no handler slot).
     assert figures["dup_execs"] <= flying
+    # And each is a job the victim ran and never acked, run again by the survivor: none ran twice
+    # for another reason (a lease lost under load, a delivery handed out twice).
+    by_job: dict[str, list[int]] = {}
+    for line in lines:
+        by_job.setdefault(line.job_id, []).append(line.pid)
+    twice = [pids for pids in by_job.values() if len(pids) > 1]
+    assert all(len(pids) == 2 and victim.pid in pids and set(pids) != {victim.pid} for pids in twice)
     assert redone, "the victim's deliveries must come back to the other worker"
 
 
