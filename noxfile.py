@@ -94,3 +94,11 @@ def _bench(name: str) -> None:
 
 for _name in BENCHES:
     _bench(_name)
+
+
+@nox.session(name="profile-redis", default=False, tags=["bench"])
+def profile_redis(session: nox.Session) -> None:
+    """Where a Redis worker and producer spend their CPU per job (py-spy; installed only here)."""
+    fresh = ("--reinstall",) if session.venv_backend == "uv" else ()
+    session.install(*fresh, *BENCHES["redis"], "py-spy>=0.4", env={"UV_COMPILE_BYTECODE": "1"})
+    session.run("python", "benchmarks/profile_redis.py", *session.posargs)

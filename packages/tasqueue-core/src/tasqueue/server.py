@@ -22,7 +22,7 @@ import msgspec
 from tasqueue import _schedule
 from tasqueue._codec import DecodeErrors, decode_chain, decode_group, decode_job, encode
 from tasqueue._keys import chain_key, derived_id, group_key, job_key, new_id, result_key, schedule_key
-from tasqueue.broker import Broker, Envelope
+from tasqueue.broker import Broker, Envelope, FusedEnqueue
 from tasqueue.errors import BrokerError, ConfigurationError, NotFoundError, TasqueueError
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, Group, Job
 from tasqueue.messages import ChainMessage, GroupMessage, JobMessage, JobStatus
@@ -39,6 +39,8 @@ __all__ = ["Server"]
 T = TypeVar("T")
 
 _TERMINAL = frozenset({JobStatus.SUCCESSFUL, JobStatus.FAILED})
+#: Most jobs one fused enqueue call carries (see tasqueue.broker): each call is one atomic step.
+_FUSED_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,8 @@ class Server:
         self._plugins = PluginHost(plugins, load_entrypoints=load_entrypoints)
         self.broker: Broker = self._plugins.brokers.create(broker) if isinstance(broker, str) else broker
         self.results: Results = self._plugins.results.create(results) if isinstance(results, str) else results
+        fuse = getattr(self.broker, "fused_enqueue", None)  # an optional capability (see tasqueue.broker)
+        self._fused_enqueue: FusedEnqueue | None = fuse(self.results) if callable(fuse) else None
         self.backoff = backoff or Backoff()
         self.shutdown_timeout = float(shutdown_timeout)
         self.max_stalls = max_stalls
@@ -286,7 +290,8 @@ class Server:
         """Store each message as ``queued`` and publish it; return the ids.
 
         Ids that tasqueue generated cannot be stored already, so their records and their publish
-        go out at once (one round trip of waiting, not two). An id given by the caller, or
+        go out at once: in one atomic step where the broker can fuse them with the results store
+        (see ``tasqueue.broker``), else side by side (one round trip of waiting, not two). An id given by the caller, or
         derived (follow-ups, cron runs), is an idempotency key: it is stored first, and an id
         already stored is not published again (see ``_store_then_publish``).
 
@@ -296,15 +301,43 @@ class Server:
         if not messages:
             return []
         data = [encode(m) for m in messages]
+        if all(m.job.opts.id is None for m in messages):
+            if self._fused_enqueue is not None:
+                await self._store_and_publish_fused(self._fused_enqueue, messages, data)
+            else:
+                await self._store_and_publish_new(messages, data, self._records(messages, data))
+        else:
+            await self._store_then_publish(messages, data, self._records(messages, data))
+        return [m.id for m in messages]
+
+    @staticmethod
+    def _records(messages: Sequence[JobMessage], data: Sequence[bytes]) -> list[Write]:
+        """The ``queued`` records of new messages ("only if absent"), and of the schedules they start."""
         writes = [Write(job_key(m.id), d, version=0) for m, d in zip(messages, data, strict=True)]
         writes += [
             Write(schedule_key(m.id), d, persist=True) for m, d in zip(messages, data, strict=True) if m.schedule_id == m.id
         ]
-        if all(m.job.opts.id is None for m in messages):
-            await self._store_and_publish_new(messages, data, writes)
-        else:
-            await self._store_then_publish(messages, data, writes)
-        return [m.id for m in messages]
+        return writes
+
+    async def _store_and_publish_fused(self, fused: FusedEnqueue, messages: Sequence[JobMessage], data: list[bytes]) -> None:
+        """Record and publish in one step per queue and batch (the broker leaves no record of a job it did not publish)."""
+        by_queue: dict[str, list[int]] = {}
+        for i, m in enumerate(messages):
+            by_queue.setdefault(m.queue, []).append(i)
+        done = 0
+        for queue, indexes in by_queue.items():
+            for start in range(0, len(indexes), _FUSED_BATCH):
+                part = [messages[i] for i in indexes[start : start + _FUSED_BATCH]]
+                part_data = [data[i] for i in indexes[start : start + _FUSED_BATCH]]
+                try:
+                    await fused(queue, self._envelopes(part, part_data)[queue], self._records(part, part_data))
+                except Exception as exc:
+                    if isinstance(exc, TasqueueError) and not done:
+                        raise
+                    before = f" (the {done} before them were)" if done else ""
+                    msg = f"could not enqueue {len(messages) - done} job(s){before}: {exc}"
+                    raise BrokerError(msg) from exc
+                done += len(part)
 
     async def _store_and_publish_new(self, messages: Sequence[JobMessage], data: list[bytes], writes: list[Write]) -> None:
         # A worker may run a job before its "queued" record lands: that write is "only if
@@ -354,14 +387,20 @@ class Server:
                 await asyncio.shield(self._forget(fresh))
             raise
 
-    async def _publish(self, messages: Sequence[JobMessage], data: Sequence[bytes]) -> None:
-        """Publish encoded messages to their queues, each held until its ``eta``."""
+    @staticmethod
+    def _envelopes(messages: Sequence[JobMessage], data: Sequence[bytes]) -> dict[str, list[Envelope]]:
+        """Encoded messages by queue, each held until its ``eta``."""
         by_queue: dict[str, list[Envelope]] = {}
         now = datetime.now(UTC)
         for m, d in zip(messages, data, strict=True):
             eta = m.job.opts.eta
             delay = (eta - now).total_seconds() if eta is not None else 0.0
             by_queue.setdefault(m.queue, []).append(Envelope(m.id, d, max(delay, 0.0)))
+        return by_queue
+
+    async def _publish(self, messages: Sequence[JobMessage], data: Sequence[bytes]) -> None:
+        """Publish encoded messages to their queues, each held until its ``eta``."""
+        by_queue = self._envelopes(messages, data)
         try:
             for queue, envelopes in by_queue.items():
                 await self.broker.enqueue(queue, envelopes)

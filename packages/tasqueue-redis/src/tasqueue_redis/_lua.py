@@ -1,6 +1,7 @@
 """The Lua scripts, loaded from the package's ``lua/`` folder and called by SHA.
 
-Every script is ``_common.lua`` (shared helpers) followed by its own file. Calls go out as
+Every script is ``_common.lua`` (shared helpers) followed by its own file (or files: a fused
+script is one file's prelude followed by another's body). Calls go out as
 EVALSHA; after a Redis restart (or on a Cluster node that never saw the script) the server
 answers NOSCRIPT, and the script is loaded and called again. That second call is safe because
 every script is written to be replayed: redis-py also replays commands on its own after a
@@ -22,9 +23,9 @@ __all__ = ["Execute", "Script"]
 Execute = Callable[..., Awaitable[Any]]
 
 
-def _source(name: str) -> str:
+def _source(*names: str) -> str:
     folder = resources.files("tasqueue_redis") / "lua"
-    return (folder / "_common.lua").read_text("utf-8") + "\n" + (folder / f"{name}.lua").read_text("utf-8")
+    return "\n".join((folder / f"{name}.lua").read_text("utf-8") for name in ("_common", *names))
 
 
 class Script:
@@ -32,9 +33,9 @@ class Script:
 
     __slots__ = ("name", "sha", "source")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *parts: str) -> None:
         self.name = name
-        self.source = _source(name)
+        self.source = _source(*parts or (name,))
         self.sha = hashlib.sha1(self.source.encode("utf-8"), usedforsecurity=False).hexdigest()
 
     async def __call__(self, client: Any, keys: list[str], args: list[Any], execute: Execute | None = None) -> Any:
@@ -56,6 +57,8 @@ class Script:
 
 
 ENQUEUE = Script("enqueue")
+#: An enqueue that first stores the jobs' records (``RedisBroker.fused_enqueue``).
+ENQUEUE_RECORDS = Script("enqueue_records", "records", "enqueue")
 CLAIM = Script("claim")
 ACK = Script("ack")
 NACK = Script("nack")

@@ -32,15 +32,18 @@ import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Self
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from tasqueue.broker import Delivery, Envelope
+from tasqueue.broker import Delivery, Envelope, FusedEnqueue
 from tasqueue.errors import BrokerError, ConfigurationError
+from tasqueue.results import Write
 from tasqueue_redis import _lua
 from tasqueue_redis._config import DEFAULT_PREFIX, decodes_responses, make_client, parse_url, socket_timeout_of
 from tasqueue_redis._lanes import lanes_for
+from tasqueue_redis.results import RedisResults
 
 __all__ = ["QueueStats", "RedisBroker"]
 
@@ -195,6 +198,34 @@ class RedisBroker:
             except RedisError as exc:
                 msg = f"could not publish {len(envelopes)} message(s) to queue {queue!r}: {exc}"
                 raise BrokerError(msg) from exc
+
+    def fused_enqueue(self, results: object) -> FusedEnqueue | None:
+        """Store new jobs' records and publish them in one script call (see ``tasqueue.broker``).
+
+        Offered for a ``RedisResults`` on this broker's server with the same connection
+        settings (built from the same URL, they share lanes); ``None`` for any other store.
+        """
+        if self._lanes is None or not isinstance(results, RedisResults) or results._lanes is not self._lanes:
+            return None
+        return partial(self._enqueue_records, results)
+
+    async def _enqueue_records(
+        self, results: RedisResults, queue: str, envelopes: Sequence[Envelope], writes: Sequence[Write]
+    ) -> None:
+        keys = self._queue(queue)
+        record_keys, args = results._fused_records(writes)
+        for env in envelopes:
+            args += (env.id, env.data, math.ceil(env.delay * 1000) if env.delay > 0 else 0)
+        try:
+            await _lua.ENQUEUE_RECORDS(self._client, [*record_keys, *keys.enqueue], args, self._exec)
+        except RedisError as exc:
+            if isinstance(exc, ResponseError) and not isinstance(exc, NoScriptError):
+                # The script stopped part-way (a key of the wrong type): Redis keeps what it did,
+                # the records first. A lost reply needs no such care: the script ran whole or not at all.
+                with contextlib.suppress(RedisError):
+                    await self._exec("DEL", *record_keys)
+            msg = f"could not publish {len(envelopes)} message(s) to queue {queue!r}: {exc}"
+            raise BrokerError(msg) from exc
 
     # ---- consuming -----------------------------------------------------------------------
 

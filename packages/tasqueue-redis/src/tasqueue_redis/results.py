@@ -214,6 +214,19 @@ class RedisResults:
             raise ResultsError(msg) from exc
         return [c == 49 for c in reply]  # b"1"
 
+    def _fused_records(self, writes: Sequence[Write]) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of ``lua/records.lua`` for ``writes``, plain or "only if absent" (``RedisBroker.fused_enqueue``)."""
+        keys: list[str] = []
+        args: list[Any] = [self._px, len(writes)]
+        for w in writes:
+            if w.version not in (None, 0):
+                msg = f"a fused enqueue stores plain or 'only if absent' records, not version {w.version} ({w.key!r})"
+                raise ValueError(msg)
+            mode = "u" if w.version is None else "n"
+            keys.append(self._prefix + w.key)
+            args += (mode.upper() if w.persist else mode, _header(w.version) + w.value)
+        return keys, args
+
     async def _set_many_cluster(
         self, keys: list[str], values: list[Any], success: Sequence[str], failed: Sequence[str]
     ) -> list[bool]:
