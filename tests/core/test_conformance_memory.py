@@ -8,7 +8,7 @@ import pytest_asyncio
 
 from tasqueue.memory import MemoryBroker, MemoryResults
 from tasqueue.results import Results
-from tasqueue.testing import BrokerSuite, ResultsFactory, ResultsSuite, ServerSuite
+from tasqueue.testing import BrokerSuite, InspectorSuite, ResultsFactory, ResultsSuite, ServerSuite
 
 
 @pytest_asyncio.fixture
@@ -39,6 +39,16 @@ class TestMemoryResults(ResultsSuite):
 
 
 class TestMemoryServer(ServerSuite):
+    @pytest_asyncio.fixture
+    async def broker(self, memory_broker: MemoryBroker) -> MemoryBroker:
+        return memory_broker
+
+    @pytest_asyncio.fixture
+    async def results_factory(self, memory_results_factory: ResultsFactory) -> ResultsFactory:
+        return memory_results_factory
+
+
+class TestMemoryInspector(InspectorSuite):
     @pytest_asyncio.fixture
     async def broker(self, memory_broker: MemoryBroker) -> MemoryBroker:
         return memory_broker

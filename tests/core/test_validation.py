@@ -120,11 +120,11 @@ def test_a_url_without_scheme_is_explained() -> None:
 
 
 def test_memory_url_options_are_checked() -> None:
-    with pytest.raises(ConfigurationError, match=r"unknown option\(s\) \['bogus'\]"):
+    with pytest.raises(ConfigurationError, match=r"unknown option 'bogus' for a memory:// broker.*allowed: visibility_timeout"):
         Server(broker="memory://?bogus=1", load_entrypoints=False)
-    with pytest.raises(ConfigurationError, match="must be a number of seconds"):
+    with pytest.raises(ConfigurationError, match="must be a number of seconds greater than 0, or none"):
         Server(results="memory://?expiry=soon", load_entrypoints=False)
-    with pytest.raises(ConfigurationError, match="visibility_timeout must be > 0"):
+    with pytest.raises(ConfigurationError, match=r"visibility_timeout='0' .* greater than 0"):
         Server(broker="memory://?visibility_timeout=0", load_entrypoints=False)
     srv = Server(broker="memory://?visibility_timeout=2.5", results="memory://?expiry=none", load_entrypoints=False)
     assert srv.broker.visibility_timeout == 2.5

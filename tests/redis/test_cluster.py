@@ -13,23 +13,33 @@ import pytest
 import pytest_asyncio
 
 from tasqueue import Chain, ChainMessage, Job, JobCtx, JobOpts, JobStatus, Server, TaskOpts
-from tasqueue.testing import BrokerSuite, ResultsFactory, ResultsSuite, ServerSuite, eventually, running
+from tasqueue.testing import BrokerSuite, Capabilities, ResultsFactory, ResultsSuite, ServerSuite, eventually, running
 from tasqueue_redis import QueueStats, RedisBroker, RedisResults
+
+# As on a single Redis (test_conformance.py), redis-py's connections belong to the event loop
+# they were opened on: declared, not left to fail.
+CLUSTER = Capabilities(any_loop=False)
 
 
 class TestClusterBroker(BrokerSuite):
+    capabilities = CLUSTER
+
     @pytest_asyncio.fixture
     async def broker(self, cluster_broker: RedisBroker) -> RedisBroker:
         return cluster_broker
 
 
 class TestClusterResults(ResultsSuite):
+    capabilities = CLUSTER
+
     @pytest_asyncio.fixture
     async def results_factory(self, cluster_results_factory: ResultsFactory) -> ResultsFactory:
         return cluster_results_factory
 
 
 class TestClusterServer(ServerSuite):
+    capabilities = CLUSTER
+
     @pytest_asyncio.fixture
     async def broker(self, cluster_broker: RedisBroker) -> RedisBroker:
         return cluster_broker

@@ -43,6 +43,24 @@ async def test_urls_resolve_through_the_installed_plugin(redis_server, prefix: s
         assert await srv.get_result(job_id) == b"hello redis"
 
 
+@pytest.mark.asyncio
+async def test_a_broker_url_alone_keeps_results_in_redis_too(redis_server, prefix: str) -> None:
+    # What a new user writes: one URL. A producer in another Server (another process, in real
+    # life) must see what the worker recorded.
+    url = f"{redis_server.url}?prefix={prefix}"
+    async with Server(url) as worker, Server(url) as producer:
+        assert isinstance(worker.results, RedisResults)
+
+        @worker.task("hello")
+        async def hello(payload: bytes, ctx: object) -> bytes:
+            return b"hello " + payload
+
+        job_id = await producer.enqueue(Job("hello", b"redis"))
+        async with running(worker):
+            assert (await producer.wait(job_id, timeout=10)).status == "successful"
+        assert await producer.get_result(job_id) == b"hello redis"
+
+
 @pytest.mark.parametrize("scheme", ["redis", "rediss", "unix"])
 def test_every_scheme_is_registered(scheme: str) -> None:
     from tasqueue.plugins import PluginHost

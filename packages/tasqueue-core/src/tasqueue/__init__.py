@@ -18,23 +18,29 @@ from __future__ import annotations
 from typing import Any
 
 from tasqueue.broker import Broker, Delivery, Envelope
+from tasqueue.control import JobState
 from tasqueue.errors import (
     BrokerError,
     ConfigurationError,
+    ConfigurationWarning,
     JobError,
+    JobFailedError,
     JobTimeoutError,
     NotFoundError,
+    PayloadError,
     PluginConflictError,
     ResultsError,
     TasqueueError,
     UnknownSchemeError,
     UnknownTaskError,
 )
+from tasqueue.handles import TaskHandle
 from tasqueue.hookspecs import hookimpl
+from tasqueue.inspector import Inspector, JobFilter
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, ChainOpts, Group, GroupOpts, Job, JobOpts
 from tasqueue.messages import ChainMessage, ChainMeta, GroupMessage, GroupMeta, JobMessage, JobStatus, Meta
 from tasqueue.middleware import EnqueueNext, Middleware, ProcessNext
-from tasqueue.results import Results, Write
+from tasqueue.results import FinishWatch, NotifyingResults, Results, Write
 from tasqueue.server import Server
 from tasqueue.sync import BlockingServer
 from tasqueue.tasks import Handler, JobCtx, TaskOpts
@@ -50,29 +56,38 @@ __all__ = [
     "ChainMeta",
     "ChainOpts",
     "ConfigurationError",
+    "ConfigurationWarning",
     "Delivery",
     "EnqueueNext",
     "Envelope",
+    "FinishWatch",
     "Group",
     "GroupMessage",
     "GroupMeta",
     "GroupOpts",
     "Handler",
+    "Inspector",
     "Job",
     "JobCtx",
     "JobError",
+    "JobFailedError",
+    "JobFilter",
     "JobMessage",
     "JobOpts",
+    "JobState",
     "JobStatus",
     "JobTimeoutError",
     "Meta",
     "Middleware",
     "NotFoundError",
+    "NotifyingResults",
+    "PayloadError",
     "PluginConflictError",
     "ProcessNext",
     "Results",
     "ResultsError",
     "Server",
+    "TaskHandle",
     "TaskOpts",
     "TasqueueError",
     "UnknownSchemeError",

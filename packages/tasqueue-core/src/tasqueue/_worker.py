@@ -22,7 +22,6 @@ import signal
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
 import msgspec
@@ -37,8 +36,9 @@ from tasqueue._keys import (
     schedule_key,
     status_version,
 )
+from tasqueue._presence import Presence, traceback_writes
 from tasqueue.broker import Delivery
-from tasqueue.errors import JobTimeoutError, UnknownTaskError
+from tasqueue.errors import JobTimeoutError, PayloadError, UnknownTaskError
 from tasqueue.jobs import Job
 from tasqueue.messages import JobMessage, JobStatus
 from tasqueue.middleware import compose_enqueue, compose_process
@@ -166,6 +166,8 @@ class _Settler:
                 worker.log.exception("could not write the outcome of %d job(s); retrying in %.2fs", len(outcomes), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
+        if success or failed:
+            worker.presence.finished({o.delivery.id: o.queue for o in outcomes}, success, failed)
         acks: dict[str, list[Delivery]] = {}
         for o in outcomes:
             if not o.nack:
@@ -225,6 +227,7 @@ class Worker:
         self._slot_events: dict[str, asyncio.Event] = {q: asyncio.Event() for q in server.queues}
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
+        self.presence = Presence(self)
         self._hard_stop = False
         sync_queues = {t.opts.queue for t in self.tasks.values() if not t.is_async}
         sync_slots = sum(server.queues[q].concurrency for q in sync_queues)
@@ -236,6 +239,7 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         settler = asyncio.create_task(self._settler.run(), name="tasqueue-settler")
         heartbeat = asyncio.create_task(self._heartbeat(), name="tasqueue-heartbeat")
+        presence = asyncio.create_task(self.presence.run(), name="tasqueue-presence")
         consumers = [
             asyncio.create_task(self._consume(queue, cfg.concurrency), name=f"tasqueue-consume:{queue}")
             for queue, cfg in self.server.queues.items()
@@ -249,6 +253,7 @@ class Worker:
             await self._stop_requested.wait()
         finally:
             # Cancelled from outside (or stopped): shut down gracefully either way.
+            presence.cancel()
             await asyncio.shield(self._shutdown(consumers, heartbeat, settler))
 
     async def stop(self) -> None:
@@ -294,6 +299,7 @@ class Worker:
                 await asyncio.gather(settler, return_exceptions=True)
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
+            await self.presence.leave()
         finally:
             if self._executor is not None:
                 # Threads cannot be interrupted; one still running finishes in the background.
@@ -342,6 +348,8 @@ class Worker:
         last, done_then = loop.time(), 0
         delay = _RETRY_MIN
         while True:
+            if self.presence.paused:
+                await self.presence.gate(queue)
             # Below one job per fetch the slots hardly idle (an in-process broker, or slow jobs),
             # and a small buffer would only fragment the fetches.
             during = rate * fetch_time
@@ -463,8 +471,10 @@ class Worker:
             return
         if msg.schedule_id and msg.retried == 0 and not await self._schedule_next(run, msg):
             return
+        if msg.job.opts.max_retries is None and task.opts.max_retries is not None:
+            msg = replace(msg, max_retry=task.opts.max_retries)  # the producer did not know the task's default
 
-        processing = replace(msg, status=JobStatus.PROCESSING, processed_at=datetime.now(UTC), stalls=d.deliveries - 1)
+        processing = replace(msg, status=JobStatus.PROCESSING, processed_at=self.server.clock.now(), stalls=d.deliveries - 1)
         self._settler.write(Write(job_key(msg.id), encode(processing), version=self._version(processing, d, PHASE_RUNNING)))
         ctx = run.ctx = JobCtx(processing, self.results, result_key(msg.id))
         opts = task.opts
@@ -499,7 +509,7 @@ class Worker:
     async def _call_handler(self, ctx: JobCtx) -> bytes | None:
         """The innermost step of processing: the handler itself, with the job's timeout."""
         task = self.tasks[ctx.meta.job.task]
-        timeout = ctx.meta.job.opts.timeout
+        timeout = ctx.meta.job.opts.timeout or task.opts.timeout
         payload = ctx.meta.job.payload
         call: Awaitable[bytes | None]
         if task.is_async:
@@ -548,7 +558,7 @@ class Worker:
         self._settler.settle(_Outcome(run.queue, d), writes, success=msg.id)
 
     async def _failed(self, run: _Run, msg: JobMessage, task: RegisteredTask, exc: Exception) -> None:
-        if msg.retried >= msg.max_retry:
+        if msg.retried >= msg.max_retry or isinstance(exc, PayloadError):
             await self._fail(run, msg, f"{type(exc).__name__}: {exc}", exc, task)
             return
         err = f"{type(exc).__name__}: {exc}"
@@ -559,7 +569,9 @@ class Worker:
         data = encode(retrying)
         backoff = msg.job.opts.backoff or task.opts.backoff or self.server.backoff
         outcome = _Outcome(run.queue, run.delivery, nack=True, data=data, delay=backoff.delay(msg.retried))
-        self._settler.settle(outcome, [Write(job_key(msg.id), data, version=self._version(msg, run.delivery, PHASE_HANDED_BACK))])
+        write = Write(job_key(msg.id), data, version=self._version(msg, run.delivery, PHASE_HANDED_BACK))
+        self._settler.settle(outcome, [write, *traceback_writes(msg.id, exc)])
+        self.presence.retrying(run.queue, msg.id, outcome.delay)
 
     async def _fail(self, run: _Run, msg: JobMessage, err: str, exc: Exception | None, task: RegisteredTask | None) -> None:
         """Fail a job for good: ``failed_cb``, ``on_error`` jobs, status ``failed``, failed list, ack."""
@@ -572,7 +584,7 @@ class Worker:
                 return
         final = replace(msg, status=JobStatus.FAILED, prev_err=err)
         write = Write(job_key(msg.id), encode(final), version=self._version(msg, run.delivery, PHASE_DONE))
-        self._settler.settle(_Outcome(run.queue, run.delivery), [write], failed=msg.id)
+        self._settler.settle(_Outcome(run.queue, run.delivery), [write, *traceback_writes(msg.id, exc)], failed=msg.id)
 
     async def _enqueue_follow_ups(self, run: _Run, msg: JobMessage, follow: list[JobMessage]) -> bool:
         # The handler is done: its slot goes to the next job while the follow-ups are published.
@@ -609,7 +621,7 @@ class Worker:
         workers), so one worker's ignorance is not the end of the job.
         """
         d = run.delivery
-        now = datetime.now(UTC)
+        now = self.server.clock.now()
         due = max(filter(None, (msg.enqueued_at, msg.job.opts.eta)), default=now)
         waited = (now - due).total_seconds()
         left = self.server.unknown_task_timeout - waited
@@ -670,7 +682,7 @@ class Worker:
             status=JobStatus.FAILED,
             queue=run.queue,
             prev_err=f"UndecodableMessage: {exc}",
-            processed_at=datetime.now(UTC),
+            processed_at=self.server.clock.now(),
             job=Job(UNDECODABLE_TASK, d.data),
         )
         self._settler.settle(_Outcome(run.queue, d), [Write(job_key(d.id), encode(record))], failed=d.id)

@@ -9,9 +9,13 @@ The hierarchy::
     ├── BrokerError                   the broker failed (connection lost, command refused)
     ├── ResultsError                  the results store failed
     ├── NotFoundError                 no such job, result, group, chain or schedule (also a KeyError)
+    ├── JobFailedError                a job you waited for failed (``Server.result``); carries its error
     └── JobError                      raised inside a worker about one run; stored as the job's ``prev_err``
         ├── JobTimeoutError           the handler ran past ``JobOpts.timeout`` (also a TimeoutError)
+        ├── PayloadError              a typed task's payload does not fit its type (never retried)
         └── UnknownTaskError          no handler is registered for the job's task
+
+    ConfigurationWarning (a UserWarning)  a setup that works, but probably not as meant
 
 Plugins wrap their client's exceptions in ``BrokerError`` / ``ResultsError`` with
 ``raise ... from exc`` so that callers can catch one type whatever the backend.
@@ -22,9 +26,12 @@ from __future__ import annotations
 __all__ = [
     "BrokerError",
     "ConfigurationError",
+    "ConfigurationWarning",
     "JobError",
+    "JobFailedError",
     "JobTimeoutError",
     "NotFoundError",
+    "PayloadError",
     "PluginConflictError",
     "ResultsError",
     "TasqueueError",
@@ -39,6 +46,13 @@ class TasqueueError(Exception):
 
 class ConfigurationError(TasqueueError):
     """A Server, URL or plugin was configured in a way that cannot work."""
+
+
+class ConfigurationWarning(UserWarning):
+    """A Server was configured in a way that works, but probably not as meant.
+
+    Filter it by category when the setup is deliberate: ``warnings.simplefilter("ignore", ConfigurationWarning)``.
+    """
 
 
 class UnknownSchemeError(ConfigurationError):
@@ -65,12 +79,46 @@ class NotFoundError(TasqueueError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class JobFailedError(TasqueueError):
+    """A job that was waited for (``Server.result``, ``TaskHandle.result``) failed for good.
+
+    Attributes:
+        job_id: The job's id.
+        error_type: The name of the exception that failed it (``"ValueError"``, ``"JobTimeoutError"``).
+        error: That exception's message.
+        traceback: The traceback the worker captured, as text (``""`` when there was none, e.g.
+            an unknown task or a job whose workers kept dying).
+    """
+
+    def __init__(self, job_id: str, error_type: str, error: str, traceback: str = "") -> None:
+        super().__init__(job_id, error_type, error, traceback)
+        self.job_id = job_id
+        self.error_type = error_type
+        self.error = error
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        text = f"job {self.job_id!r} failed: {self.error_type}: {self.error}"
+        if self.traceback:
+            text += f"\n\nTraceback in the worker:\n{self.traceback.rstrip()}"
+        return text
+
+
 class JobError(TasqueueError):
     """Something about one run of a job; its text becomes the job's ``prev_err``."""
 
 
 class JobTimeoutError(JobError, TimeoutError):
     """The handler did not finish within the job's timeout and was cancelled."""
+
+
+class PayloadError(JobError):
+    """A typed task's payload could not be decoded into its declared type.
+
+    Raised by ``TaskHandle.enqueue`` before anything is sent, and inside a worker for a payload
+    that arrived broken (an old producer, a hand-written message): the job then fails at once,
+    without retries, since running it again cannot fix its bytes.
+    """
 
 
 class UnknownTaskError(JobError):

@@ -58,14 +58,15 @@ class Backoff(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         return random.uniform(wait / 2, wait) if self.jitter else wait
 
 
-def _seconds(value: float | timedelta | None, what: str) -> float | None:
+def seconds(value: float | timedelta | None, what: str) -> float | None:
+    """``value`` in seconds, validated as positive; ``what`` names it in the error."""
     if value is None:
         return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds <= 0:
+    secs = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if secs <= 0:
         msg = f"{what} must be a positive number of seconds or timedelta, got {value!r}"
         raise ValueError(msg)
-    return seconds
+    return secs
 
 
 class JobOpts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -76,16 +77,18 @@ class JobOpts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             that is already stored does nothing until that job's record expires or is deleted.
         eta: Run no earlier than this aware ``datetime``.
         queue: The queue to publish to.
-        max_retries: How many times a failed run is retried.
+        max_retries: How many times a failed run is retried; ``None`` takes the task's default
+            (``TaskOpts.max_retries``), else 0.
         schedule: A 5-field cron expression (UTC): the job recurs, each run with its own id.
-        timeout: Seconds (or a ``timedelta``) after which the handler is cancelled and the run fails.
+        timeout: Seconds (or a ``timedelta``) after which the handler is cancelled and the run
+            fails; the task's default (``TaskOpts.timeout``) when not given.
         backoff: Delay between retries; the task's, then the server's, when not given.
     """
 
     id: str | None = None
     eta: datetime | None = None
     queue: str = DEFAULT_QUEUE
-    max_retries: int = 0
+    max_retries: int | None = None
     schedule: str = ""
     timeout: float | timedelta | None = None
     backoff: Backoff | None = None
@@ -97,7 +100,7 @@ class JobOpts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
                 "use e.g. datetime.now(timezone.utc) + timedelta(minutes=5)"
             )
             raise ValueError(msg)
-        if self.max_retries < 0:
+        if self.max_retries is not None and self.max_retries < 0:
             msg = f"JobOpts.max_retries must be >= 0, got {self.max_retries}"
             raise ValueError(msg)
         if not self.queue:
@@ -107,7 +110,7 @@ class JobOpts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             msg = "JobOpts.id must be a non-empty string, or None for a new UUID"
             raise ValueError(msg)
         if self.timeout is not None:
-            msgspec.structs.force_setattr(self, "timeout", _seconds(self.timeout, "JobOpts.timeout"))
+            msgspec.structs.force_setattr(self, "timeout", seconds(self.timeout, "JobOpts.timeout"))
 
 
 class Job(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -3,12 +3,17 @@
 Installed plugins load from the ``tasqueue`` entry-point group unless a Server is built with
 ``load_entrypoints=False``; ``TASQUEUE_DISABLE_PLUGINS=name,other`` blocks plugins by entry-point
 name. The in-memory backend is registered the same way as any plugin, as ``memory``.
+
+It also pairs a Server's broker with its results store: a broker URL alone names both halves
+when a results store is registered for its scheme too, and a pair whose halves cannot see each
+other's jobs across processes gets a ``ConfigurationWarning``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
@@ -16,7 +21,7 @@ from urllib.parse import urlsplit
 import pluggy
 
 from tasqueue import hookspecs
-from tasqueue.errors import PluginConflictError, UnknownSchemeError
+from tasqueue.errors import ConfigurationError, ConfigurationWarning, PluginConflictError, UnknownSchemeError
 
 if TYPE_CHECKING:
     from tasqueue.broker import Broker
@@ -126,6 +131,43 @@ class PluginHost:
             self.pm.hook.tasqueue_register_results(register=registry.register)
             self._results = registry
         return self._results
+
+    def backends(self, broker: str | Broker, results: str | Results | None) -> tuple[Broker, Results]:
+        """Build a Server's broker and results store from URLs or take the objects given.
+
+        Without ``results``, a broker URL whose scheme also has a results store registered
+        names both halves (one backend, as the user wrote it); otherwise the results go to a
+        private ``memory://``.
+        """
+        made_broker = self.brokers.create(broker) if isinstance(broker, str) else broker
+        if results is None:
+            made_results = self._results_beside(broker)
+        else:
+            made_results = self.results.create(results) if isinstance(results, str) else results
+        if not getattr(made_broker, "process_local", False) and getattr(made_results, "process_local", False):
+            # Workers in other processes record outcomes in their own store: this Server's
+            # get_job and wait would never see them, and nothing else would say so.
+            msg = (
+                f"the results store {type(made_results).__name__} lives in this process only, but the broker "
+                f"{type(made_broker).__name__} hands jobs to workers in other processes: what those workers record, "
+                "this Server never sees (get_job, wait and get_result time out or raise NotFoundError). Pass a "
+                "results store they share, e.g. Server(broker=url, results=url)"
+            )
+            warnings.warn(msg, ConfigurationWarning, stacklevel=3)
+        return made_broker, made_results
+
+    def _results_beside(self, broker: str | Broker) -> Results:
+        if not isinstance(broker, str) or urlsplit(broker).scheme.lower() not in self.results.factories:
+            return self.results.create("memory://")
+        try:
+            return self.results.create(broker)
+        except ConfigurationError as exc:
+            scheme = urlsplit(broker).scheme.lower()
+            msg = (
+                f"Server(broker={broker!r}) without results= keeps results on the same backend, since a results store "
+                f"is registered for {scheme}://, but it refused that URL: {exc}. Pass results=... explicitly"
+            )
+            raise ConfigurationError(msg) from exc
 
     def middleware(self, server: Server) -> Sequence[Middleware]:
         """Middleware that plugins register for ``server``, in plugin-call order."""

@@ -11,12 +11,16 @@ write from a worker that lost its lease never overwrites what another worker fin
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
 import msgspec
 
-__all__ = ["Results", "Write"]
+from tasqueue.errors import NotFoundError
+
+__all__ = ["EventWatch", "FinishWatch", "NotifyingResults", "Results", "Write"]
 
 
 class Write(msgspec.Struct, frozen=True):
@@ -39,11 +43,19 @@ class Write(msgspec.Struct, frozen=True):
 
 @runtime_checkable
 class Results(Protocol):
-    """A results store. Every method may raise ``tasqueue.errors.ResultsError``."""
+    """A results store. Every method may raise ``tasqueue.errors.ResultsError``.
+
+    A class that names ``Results`` as its base inherits ``get`` and ``set``, built on
+    ``get_many`` and ``set_many``; a store with a cheaper single read or write overrides them.
+    """
 
     async def get(self, key: str) -> bytes:
         """The value of ``key``; raises ``tasqueue.errors.NotFoundError`` if absent or expired."""
-        ...
+        (value,) = await self.get_many([key])
+        if value is None:
+            msg = f"nothing stored under {key!r}"
+            raise NotFoundError(msg)
+        return value
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The values of ``keys``, ``None`` for each one absent."""
@@ -51,7 +63,7 @@ class Results(Protocol):
 
     async def set(self, key: str, value: bytes, *, version: int | None = None, persist: bool = False) -> bool:
         """Set one key (see ``Write``); return whether it was written."""
-        ...
+        return (await self.set_many([Write(key, value, version, persist)]))[0]
 
     async def set_many(
         self,
@@ -82,3 +94,67 @@ class Results(Protocol):
     async def close(self) -> None:
         """Release connections; the store is not used afterwards."""
         ...
+
+
+class FinishWatch(Protocol):
+    """What ``NotifyingResults.watch`` yields: a way to sleep until a watched job finishes."""
+
+    async def wait(self, timeout: float) -> bool:
+        """Sleep until a watched id is added to the success or failed list, at most ``timeout`` seconds.
+
+        Returns True when woken by such an add (one that happened since the watch began or
+        since the last True), False on timeout. A spurious True is allowed: the caller reads
+        the job's status again either way.
+        """
+        ...
+
+
+@runtime_checkable
+class NotifyingResults(Protocol):
+    """An optional capability of a results store: telling waiters that jobs finished.
+
+    ``Server.wait`` and ``Server.result`` use it, when a store has it, to sleep until a job's
+    id is added to the success or failed list (by ``set_many``, in any process) instead of
+    reading the job's status over and over. A store without it is polled.
+    """
+
+    def watch(self, ids: Sequence[str]) -> AbstractAsyncContextManager[FinishWatch | None]:
+        """Watch ``ids``: every success/failed add of one of them after ``__aenter__`` returns wakes the watch.
+
+        A store that cannot notify at the moment (its connection is down, a client kind without
+        the means) yields ``None``, and the caller polls instead.
+        """
+        ...
+
+
+class EventWatch:
+    """A ready-made ``FinishWatch``: the store calls ``notify()``, from any thread, when a watched id finishes.
+
+    Build it inside the waiter's event loop (in ``watch``'s ``__aenter__``).
+    """
+
+    __slots__ = ("_event", "_loop")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        """Wake the waiter; safe to call from another event loop or thread."""
+        try:
+            same_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
+            self._event.set()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True

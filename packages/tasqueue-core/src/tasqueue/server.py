@@ -13,17 +13,20 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 import msgspec
 
-from tasqueue import _schedule
+from tasqueue import _recurring, _schedule, _waiting
+from tasqueue._clock import Clock, SystemClock
 from tasqueue._codec import DecodeErrors, decode_chain, decode_group, decode_job, encode
 from tasqueue._keys import chain_key, derived_id, group_key, job_key, new_id, result_key, schedule_key
+from tasqueue._presence import note_schedules
+from tasqueue._typed import Codec
 from tasqueue.broker import Broker, Envelope, FusedEnqueue
 from tasqueue.errors import BrokerError, ConfigurationError, NotFoundError, TasqueueError
+from tasqueue.handles import TaskDecorator
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, Group, Job
 from tasqueue.messages import ChainMessage, GroupMessage, JobMessage, JobStatus
 from tasqueue.middleware import Middleware, compose_enqueue
@@ -62,7 +65,9 @@ class Server:
 
     Args:
         broker: A broker URL (resolved through the installed plugins) or a ``Broker`` object.
-        results: A results-store URL or a ``Results`` object.
+        results: A results-store URL or a ``Results`` object. Left out, a broker URL names both
+            halves where a results store is registered for its scheme too (``Server("redis://…")``),
+            else the results stay in a private ``memory://``.
         logger: The logger for everything this server logs; ``tasqueue.*`` loggers by default.
         plugins: Plugin objects (modules or instances with ``@hookimpl`` functions) to register
             besides the installed ones.
@@ -86,7 +91,7 @@ class Server:
     def __init__(
         self,
         broker: str | Broker = "memory://",
-        results: str | Results = "memory://",
+        results: str | Results | None = None,
         *,
         logger: logging.Logger | None = None,
         plugins: Iterable[object] = (),
@@ -107,8 +112,7 @@ class Server:
         self._logger = logger
         self.log = logger or logging.getLogger("tasqueue.server")
         self._plugins = PluginHost(plugins, load_entrypoints=load_entrypoints)
-        self.broker: Broker = self._plugins.brokers.create(broker) if isinstance(broker, str) else broker
-        self.results: Results = self._plugins.results.create(results) if isinstance(results, str) else results
+        self.broker, self.results = self._plugins.backends(broker, results)
         fuse = getattr(self.broker, "fused_enqueue", None)  # an optional capability (see tasqueue.broker)
         self._fused_enqueue: FusedEnqueue | None = fuse(self.results) if callable(fuse) else None
         self.backoff = backoff or Backoff()
@@ -119,6 +123,12 @@ class Server:
         self.tasks: dict[str, RegisteredTask] = {}
         self.queues: dict[str, QueueConfig] = {}
         self._worker: Any = None  # the running _worker.Worker, if any
+        #: Registers a task and returns its ``TaskHandle``: ``@srv.task``, ``@srv.task("add", queue="q1")``.
+        self.task = TaskDecorator(self)
+        #: Schedules declared with ``schedule()``, by name; a starting worker makes the store match them.
+        self.declared_schedules: dict[str, tuple[Job, str]] = {}
+        #: Where the Server reads the time (``tasqueue.testing`` swaps in a clock it controls).
+        self.clock: Clock = SystemClock()
         self._sync: BlockingServer | None = None
         # Last, so that plugins registering middleware see a fully built Server.
         self.middleware: tuple[Middleware, ...] = (*middleware, *self._plugins.middleware(self))
@@ -160,15 +170,6 @@ class Server:
             self.queues[opts.queue] = QueueConfig(os.cpu_count() or 1, explicit=False)
         self.tasks[name] = RegisteredTask(name, handler, opts, is_async_callable(handler))
 
-    def task(self, name: str, **opts: Any) -> Callable[[Handler], Handler]:
-        """Decorator form of ``register_task``: ``@srv.task("add", queue="q1", concurrency=5)``."""
-
-        def decorate(handler: Handler) -> Handler:
-            self.register_task(name, handler, TaskOpts(**opts))
-            return handler
-
-        return decorate
-
     def get_tasks(self) -> list[str]:
         """Names of the registered tasks."""
         return list(self.tasks)
@@ -179,13 +180,19 @@ class Server:
         """Store ``job`` as ``queued`` and publish it; return its id.
 
         A job with ``opts.schedule`` starts a recurring schedule: the returned id is the first
-        run's and the one ``cancel_schedule`` takes. An id that is already stored is left as it
-        is (ids are idempotency keys).
+        run's and the one ``cancel_schedule`` takes. Without ``opts.id`` that id is derived from
+        the task, queue, cron expression and payload, so that starting the same schedule again
+        (at every start of an app) does nothing. An id that is already stored is left as it is
+        (ids are idempotency keys).
         """
+        if job.opts.schedule:
+            return await _recurring.start(self, job)
         return (await self._enqueue_messages([self._message(job)]))[0]
 
     async def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
         """Enqueue several jobs with as few round trips as the backends allow; return their ids."""
+        if any(job.opts.schedule for job in jobs):
+            return [await self.enqueue(job) for job in jobs]
         return await self._enqueue_messages([self._message(job) for job in jobs])
 
     async def enqueue_group(self, group: Group) -> str:
@@ -218,6 +225,17 @@ class Server:
             await asyncio.shield(self.results.delete([key]))
             raise
 
+    def schedule(self, name: str, job: Job, cron: str) -> None:
+        """Declare a schedule: ``job`` runs on ``cron`` (5 fields, UTC), once per tick however many
+        processes declare it.
+
+        Declarations take effect when a worker starts: it starts declared schedules that do not
+        run yet, replaces those whose definition changed, and removes those of its tasks that are
+        no longer declared. ``Inspector.schedules()`` (``tasqueue schedules``) lists them.
+        """
+        _recurring.definition(name, job, cron)  # validates the cron expression now
+        self.declared_schedules[name] = (job, cron)
+
     async def cancel_schedule(self, schedule_id: str) -> None:
         """Stop a recurring job: runs not started yet are dropped when they come due."""
         key = schedule_key(schedule_id)
@@ -247,7 +265,7 @@ class Server:
             opts = msgspec.structs.replace(opts, id=id)
             job = msgspec.structs.replace(job, opts=opts)
         job_id = opts.id or new_id()
-        now = datetime.now(UTC)
+        now = self.clock.now()
         if opts.schedule and not schedule_id:
             # A new schedule: its first run comes at the first fire time (not before any eta).
             schedule_id = job_id
@@ -257,7 +275,7 @@ class Server:
             id=job_id,
             queue=opts.queue,
             schedule=opts.schedule,
-            max_retry=opts.max_retries,
+            max_retry=self._max_retries(job),
             prev_job_result=prev_job_result,
             enqueued_at=now,
             schedule_id=schedule_id,
@@ -265,6 +283,12 @@ class Server:
             chain_id=chain_id,
             job=job,
         )
+
+    def _max_retries(self, job: Job) -> int:
+        if job.opts.max_retries is not None:
+            return job.opts.max_retries
+        task = self.tasks.get(job.task)
+        return (task.opts.max_retries if task is not None else None) or 0
 
     def _follow_ups(self, parent: JobMessage, jobs: Sequence[Job], kind: str, result: bytes | None) -> list[JobMessage]:
         """Messages for a finished job's ``on_success`` / ``on_error`` jobs, with stable ids."""
@@ -280,7 +304,7 @@ class Server:
 
     def _next_run(self, run: JobMessage) -> JobMessage:
         """The message of a schedule's run after ``run``; the same one however often it is asked for."""
-        now = datetime.now(UTC)
+        now = self.clock.now()
         fired = run.job.opts.eta or now
         at = _schedule.next_fire(run.schedule, max(now, fired))
         job = msgspec.structs.replace(run.job, opts=msgspec.structs.replace(run.job.opts, eta=at))
@@ -290,10 +314,10 @@ class Server:
         """Store each message as ``queued`` and publish it; return the ids.
 
         Ids that tasqueue generated cannot be stored already, so their records and their publish
-        go out at once: in one atomic step where the broker can fuse them with the results store
-        (see ``tasqueue.broker``), else side by side (one round trip of waiting, not two). An id given by the caller, or
-        derived (follow-ups, cron runs), is an idempotency key: it is stored first, and an id
-        already stored is not published again (see ``_store_then_publish``).
+        go out at once: in one step where the broker can fuse them with the results store (see
+        ``tasqueue.broker``), else side by side (one round trip of waiting, not two). An id given
+        by the caller, or derived (follow-ups, cron runs), is an idempotency key: it is stored
+        first, and an id already stored is not published again (see ``_store_then_publish``).
 
         If publishing fails, the records just written are deleted again, so no ``queued`` job
         is left behind that no broker holds.
@@ -308,6 +332,8 @@ class Server:
                 await self._store_and_publish_new(messages, data, self._records(messages, data))
         else:
             await self._store_then_publish(messages, data, self._records(messages, data))
+        if any(m.schedule_id for m in messages):
+            await note_schedules(self.broker, messages, self.log)
         return [m.id for m in messages]
 
     @staticmethod
@@ -355,7 +381,7 @@ class Server:
             await publishing
         except BaseException:
             if stored is None:
-                await asyncio.shield(self._forget([m.id for m in messages]))
+                await asyncio.shield(self._forget(messages))
             raise
         if stored is not None:
             # The broker has the jobs and they will run; raising would invite the caller to
@@ -368,7 +394,7 @@ class Server:
 
     async def _store_then_publish(self, messages: Sequence[JobMessage], data: list[bytes], writes: list[Write]) -> None:
         written = await self.results.set_many(writes)
-        fresh = [m.id for m, ok in zip(messages, written, strict=False) if ok]
+        fresh = [m for m, ok in zip(messages, written, strict=False) if ok]
         # An id that exists is someone's earlier enqueue. If that one still says queued, its
         # publish may have been lost (a crash in between): publish again; brokers skip ids they hold.
         dupes = [m for m, ok in zip(messages, written, strict=False) if not ok]
@@ -387,11 +413,10 @@ class Server:
                 await asyncio.shield(self._forget(fresh))
             raise
 
-    @staticmethod
-    def _envelopes(messages: Sequence[JobMessage], data: Sequence[bytes]) -> dict[str, list[Envelope]]:
+    def _envelopes(self, messages: Sequence[JobMessage], data: Sequence[bytes]) -> dict[str, list[Envelope]]:
         """Encoded messages by queue, each held until its ``eta``."""
         by_queue: dict[str, list[Envelope]] = {}
-        now = datetime.now(UTC)
+        now = self.clock.now()
         for m, d in zip(messages, data, strict=True):
             eta = m.job.opts.eta
             delay = (eta - now).total_seconds() if eta is not None else 0.0
@@ -410,11 +435,13 @@ class Server:
             msg = f"could not publish {len(messages)} job(s): {exc}"
             raise BrokerError(msg) from exc
 
-    async def _forget(self, ids: list[str]) -> None:
+    async def _forget(self, messages: Sequence[JobMessage]) -> None:
+        # A schedule's marker goes too: left behind, it would make every later start a no-op.
+        keys = [job_key(m.id) for m in messages] + [schedule_key(m.id) for m in messages if m.schedule_id == m.id]
         try:
-            await self.results.delete([job_key(i) for i in ids])
+            await self.results.delete(keys)
         except Exception:
-            self.log.exception("could not delete the records of %d job(s) whose publish failed", len(ids))
+            self.log.exception("could not delete the records of %d job(s) whose publish failed", len(messages))
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -459,18 +486,27 @@ class Server:
     async def wait(self, job_id: str, *, timeout: float | None = None, poll: float = 0.05) -> JobMessage:
         """Wait until a job is ``successful`` or ``failed`` and return its message.
 
-        Polls the results store every ``poll`` seconds; raises ``TimeoutError`` after ``timeout``.
+        Sleeps until the results store says the job finished where it can notify, else reads
+        the status every ``poll`` seconds. Raises ``TimeoutError`` after ``timeout`` seconds and
+        ``NotFoundError`` for an id the store does not hold (there would be nothing to wait for).
         """
-        async with asyncio.timeout(timeout):
-            while True:
-                try:
-                    message = await self.get_job(job_id)
-                except NotFoundError:
-                    pass
-                else:
-                    if message.status in _TERMINAL:
-                        return message
-                await asyncio.sleep(poll)
+        return await _waiting.wait(self, job_id, timeout=timeout, poll=poll)
+
+    @overload
+    async def result(self, job_id: str, *, type: type[T], timeout: float | None = None) -> T: ...
+    @overload
+    async def result(self, job_id: str, *, type: None = None, timeout: float | None = None) -> Any: ...
+    async def result(self, job_id: str, *, type: Any = None, timeout: float | None = None) -> Any:
+        """Wait for a job to finish and return its result.
+
+        The result is decoded as ``type`` when given, else as the result type of the job's task
+        when this Server registered it as a typed task, else returned as bytes; ``None`` when the
+        job saved nothing. Raises ``JobFailedError`` (job id, error type and message, the
+        worker's traceback) if the job failed, ``TimeoutError`` after ``timeout`` seconds, and
+        ``NotFoundError`` for an id the store does not hold.
+        """
+        decode: Callable[[bytes], Any] | None = None if type is None else Codec(type).decode
+        return await _waiting.result(self, job_id, decode, timeout=timeout)
 
     async def get_group(self, group_id: str) -> GroupMessage:
         """A group's status, recomputed from its jobs: failed if one failed, successful if all did."""
@@ -545,6 +581,7 @@ class Server:
         if self._worker is not None:
             msg = "this Server's worker is already running"
             raise RuntimeError(msg)
+        await _recurring.sync(self)
         worker = self._worker = Worker(self)
         installed = self._install_signals(worker) if handle_signals else []
         try:

@@ -82,6 +82,10 @@ class BlockingServer:
     def wait(self, job_id: str, *, timeout: float | None = None) -> JobMessage:
         return self._call(self._server.wait(job_id, timeout=timeout))
 
+    def result(self, job_id: str, *, type: Any = None, timeout: float | None = None) -> Any:
+        """``Server.result``: wait for a job and return its result (decoded as ``type`` when given)."""
+        return self._call(self._server.result(job_id, type=type, timeout=timeout))
+
     def delete_job(self, job_id: str) -> None:
         self._call(self._server.delete_job(job_id))
 

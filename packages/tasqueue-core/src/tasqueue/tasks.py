@@ -6,9 +6,10 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from tasqueue.jobs import DEFAULT_QUEUE, Backoff
+from tasqueue.jobs import DEFAULT_QUEUE, Backoff, seconds
 
 if TYPE_CHECKING:
     from tasqueue.messages import JobMessage
@@ -44,6 +45,9 @@ class TaskOpts:
         queue: The queue the task's jobs are consumed from.
         backoff: Delay between retries for this task's jobs (a job's own ``JobOpts.backoff``
             wins); the server's default when ``None``.
+        max_retries: Retries of this task's jobs when a job does not set ``JobOpts.max_retries``.
+        timeout: Seconds (or a ``timedelta``) a run of this task may take when a job does not
+            set ``JobOpts.timeout``.
         success_cb: Called after the handler succeeded, before ``on_success`` jobs are enqueued.
         processing_cb: Called when a run starts, before the handler.
         retrying_cb: Called with the exception when a failed run will be retried.
@@ -56,6 +60,8 @@ class TaskOpts:
     concurrency: int | None = None
     queue: str = DEFAULT_QUEUE
     backoff: Backoff | None = None
+    max_retries: int | None = None
+    timeout: float | timedelta | None = None
     success_cb: Callback | None = None
     processing_cb: Callback | None = None
     retrying_cb: ErrorCallback | None = None
@@ -68,6 +74,10 @@ class TaskOpts:
         if not self.queue:
             msg = "TaskOpts.queue must be a non-empty string"
             raise ValueError(msg)
+        if self.max_retries is not None and (not isinstance(self.max_retries, int) or self.max_retries < 0):
+            msg = f"TaskOpts.max_retries must be an int >= 0, got {self.max_retries!r}"
+            raise ValueError(msg)
+        object.__setattr__(self, "timeout", seconds(self.timeout, "TaskOpts.timeout"))  # frozen: normalise once
 
 
 def is_async_callable(fn: object) -> bool:

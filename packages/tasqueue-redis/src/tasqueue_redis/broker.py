@@ -13,6 +13,8 @@ and every script touches one slot)::
     tq:{q}:wake      LIST   at most one token; idle workers block on it with BLPOP
     tq:{q}:claim:<id> STRING what one claim leased, so a replay of that call gets the same leases
 
+The Inspector's counters and indexes (``broker.control``) are described in ``control.py``.
+
 Every state change is one Lua script (``lua/``), so two workers never take one message and a
 crash between two commands cannot lose one. A fetch leases messages until a deadline in Redis
 server time; the worker renews it (``extend``) while the handler runs; ``ack`` and ``nack``
@@ -43,6 +45,7 @@ from tasqueue.results import Write
 from tasqueue_redis import _lua
 from tasqueue_redis._config import DEFAULT_PREFIX, decodes_responses, make_client, parse_url, socket_timeout_of
 from tasqueue_redis._lanes import lanes_for
+from tasqueue_redis.control import RedisControl
 from tasqueue_redis.results import RedisResults
 
 __all__ = ["QueueStats", "RedisBroker"]
@@ -158,6 +161,7 @@ class RedisBroker:
         self._block = block
         self._keys: dict[str, _Keys] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._control: RedisControl | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -175,6 +179,13 @@ class RedisBroker:
         """The redis-py client this broker uses."""
         return self._client
 
+    @property
+    def control(self) -> RedisControl:
+        """Counts, pages, pause and the worker registry of these queues, for ``tasqueue.Inspector``."""
+        if self._control is None:
+            self._control = RedisControl(self)
+        return self._control
+
     def _queue(self, queue: str) -> _Keys:
         keys = self._keys.get(queue)
         if keys is None:
@@ -182,6 +193,7 @@ class RedisBroker:
                 msg = "a queue name must be a non-empty string"
                 raise BrokerError(msg)
             keys = self._keys[queue] = _Keys(self._prefix, queue)
+            self._spawn(self.control.register(queue))  # once per queue and process, off the hot path
         return keys
 
     # ---- publishing ----------------------------------------------------------------------

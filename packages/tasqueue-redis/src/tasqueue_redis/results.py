@@ -5,6 +5,7 @@ Keys (``tq`` is the prefix)::
     tq:<key>      STRING  a 16-byte version header, then the value; expires after ``expiry``
     tq:success    ZSET    job id -> when it was added (µs, Redis clock); trimmed by age and size
     tq:failed     ZSET    likewise
+    tq:finished   pub/sub channel: ids just added to either list, for waiters (``watch``)
 
 The header is the write's version in decimal (``-000000000000001`` for an unversioned write), so
 "write only if absent or lower" is one ``GETRANGE`` and a compare inside a script, exact for
@@ -15,17 +16,20 @@ pipeline of single-key scripts.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final, Self
 
 from redis.exceptions import NoScriptError, RedisError
 
 from tasqueue.errors import ConfigurationError, NotFoundError, ResultsError
-from tasqueue.results import Write
+from tasqueue.results import FinishWatch, Write
 from tasqueue_redis import _lua
 from tasqueue_redis._config import DEFAULT_PREFIX, decodes_responses, make_client, parse_url
 from tasqueue_redis._lanes import lanes_for
+from tasqueue_redis._notify import Finishes
 
 __all__ = ["DEFAULT_EXPIRY", "DEFAULT_LIST_LIMIT", "RedisResults"]
 
@@ -33,6 +37,8 @@ __all__ = ["DEFAULT_EXPIRY", "DEFAULT_LIST_LIMIT", "RedisResults"]
 DEFAULT_EXPIRY = 86400.0
 #: Most ids each of the success and failed lists keeps by default.
 DEFAULT_LIST_LIMIT = 100_000
+
+log = logging.getLogger("tasqueue.redis")
 
 _HEADER = 16
 _UNVERSIONED = b"-000000000000001"
@@ -98,6 +104,8 @@ class RedisResults:
         self._limit = list_limit or 0
         self._success = self._prefix + "success"
         self._failed = self._prefix + "failed"
+        # Pub/sub needs a standalone client; on a Cluster, waiters poll.
+        self._finishes = None if self._cluster else Finishes(client, self._prefix + "finished")
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -208,11 +216,55 @@ class RedisResults:
                     lists.append(list_key)
                     tail += (len(ids), *ids)
             args = [self._px, self._list_ttl_us, self._limit, len(keys), *values, *tail]
-            reply = await _lua.RESULTS_SET(self._client, keys + lists, args, self._exec)
+            if self._finishes is not None and (success or failed):
+                reply = await self._set_and_announce(keys + lists, args, [*success, *failed])
+            else:
+                reply = await _lua.RESULTS_SET(self._client, keys + lists, args, self._exec)
         except RedisError as exc:
             msg = f"could not write {len(writes)} key(s): {exc}"
             raise ResultsError(msg) from exc
         return [c == 49 for c in reply]  # b"1"
+
+    async def _set_and_announce(self, keys: list[str], args: list[Any], finished: list[str]) -> Any:
+        """Run the results script and publish the finished ids behind it, in one round trip."""
+        assert self._finishes is not None
+        publish = ("PUBLISH", self._finishes.channel, self._finishes.message(finished))
+        if self._lanes is None:
+            reply = await _lua.RESULTS_SET(self._client, keys, args, self._exec)
+            await self._exec(*publish)
+            return reply
+        for attempt in range(2):
+            reply, _ = await self._lanes.execute_many(_lua.RESULTS_SET.args(keys, args), publish)
+            if isinstance(reply, NoScriptError) and not attempt:
+                # Redis restarted since the script was loaded; waiters woken early read again.
+                await _lua.RESULTS_SET.load(self._client)
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            break
+        return reply
+
+    @contextlib.asynccontextmanager
+    async def watch(self, ids: Sequence[str]) -> AsyncIterator[FinishWatch | None]:
+        """Wake the yielded watch when one of ``ids`` finishes (``tasqueue.results.NotifyingResults``).
+
+        Yields ``None`` on a Cluster client, or when the subscription cannot be made: the
+        caller then polls.
+        """
+        if self._finishes is None:
+            yield None
+            return
+        try:
+            watching = self._finishes.watch(ids)
+            watch = await watching.__aenter__()
+        except (RedisError, OSError) as exc:
+            log.warning("cannot subscribe to finished jobs (%s); polling instead", exc)
+            yield None
+            return
+        try:
+            yield watch
+        finally:
+            await watching.__aexit__(None, None, None)
 
     def _fused_records(self, writes: Sequence[Write]) -> tuple[list[str], list[Any]]:
         """The KEYS and ARGV of ``lua/records.lua`` for ``writes``, plain or "only if absent" (``RedisBroker.fused_enqueue``)."""
@@ -272,6 +324,8 @@ class RedisResults:
     # ---- lifecycle -----------------------------------------------------------------------
 
     async def close(self) -> None:
+        if self._finishes is not None:
+            await self._finishes.close()
         if self._lanes is not None:
             await self._lanes.close()
         if self._close_client:

@@ -32,11 +32,29 @@ What a backend cannot do is declared, not left to fail: set ``capabilities =
 Capabilities(delayed=False)`` on the subclass and the tests that need it are skipped with
 that reason. Install with ``pip install tasqueue-core[testing]``; the suites need pytest and
 pytest-asyncio.
+
+For testing an application's own tasks, ``Harness`` runs its Server's worker inside the test on
+memory://, with ``drain()`` and a ``Clock`` the test moves; ``tasqueue.testing.plugin`` gives it
+as the ``tq`` fixture.
 """
 
 from tasqueue.testing._broker import BrokerSuite
+from tasqueue.testing._clock import Clock
 from tasqueue.testing._common import Capabilities, ResultsFactory, eventually, running
+from tasqueue.testing._harness import Harness
+from tasqueue.testing._inspector import InspectorSuite
 from tasqueue.testing._results import ResultsSuite
 from tasqueue.testing._server import ServerSuite
 
-__all__ = ["BrokerSuite", "Capabilities", "ResultsFactory", "ResultsSuite", "ServerSuite", "eventually", "running"]
+__all__ = [
+    "BrokerSuite",
+    "Capabilities",
+    "Clock",
+    "Harness",
+    "InspectorSuite",
+    "ResultsFactory",
+    "ResultsSuite",
+    "ServerSuite",
+    "eventually",
+    "running",
+]

@@ -77,6 +77,25 @@ class BrokerSuite(BrokerFixture):
             got = await waiting
         assert [d.id for d in got] == ["id-1"]
 
+    async def test_another_event_loop_in_another_thread_may_use_it(self, broker: Broker) -> None:
+        # srv.sync calls a backend from a loop of its own in a background thread, and a
+        # module-level Server outlives the loop of each test: nothing may stay bound to one loop.
+        self.capabilities.require("any_loop")
+        await broker.enqueue(Q, [_env(1)])
+
+        async def elsewhere() -> list[str]:
+            got = await _fetch_all(broker, Q, 1)
+            await broker.ack(Q, got)
+            # A fetch waiting on this loop wakes for an enqueue made on the test's loop.
+            return [d.id for d in await broker.fetch(Q, 1, timeout=30.0)]
+
+        waiting = asyncio.create_task(asyncio.to_thread(asyncio.run, elsewhere()))
+        await asyncio.sleep(0.2)  # let it start waiting; correctness does not depend on it
+        await broker.enqueue(Q, [_env(2)])
+        async with asyncio.timeout(10.0):
+            assert await waiting == ["id-2"]
+        assert await broker.get_pending(Q) == []
+
     async def test_queues_are_separate(self, broker: Broker) -> None:
         await broker.enqueue(Q, [_env(1)])
         await broker.enqueue(OTHER, [_env(2)])

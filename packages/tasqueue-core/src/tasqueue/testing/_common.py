@@ -29,12 +29,15 @@ class Capabilities:
         lease_expiry: An unsettled lease runs out after ``visibility_timeout`` and the message
             is delivered again.
         expiry: The results store expires keys and list entries after its ``expiry``.
+        any_loop: The backend may be used from one event loop after another, and from another
+            thread's loop (``srv.sync``, a module-level Server under pytest-asyncio).
     """
 
     delayed: bool = True
     dedupe: bool = True
     lease_expiry: bool = True
     expiry: bool = True
+    any_loop: bool = True
 
     def require(self, name: str) -> None:
         if not getattr(self, name):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tasqueue.errors import NotFoundError
-from tasqueue.results import Results, Write
+from tasqueue.results import NotifyingResults, Results, Write
 from tasqueue.testing._common import ResultsFactory, ResultsFixtures, eventually
 
 
@@ -21,6 +23,20 @@ class ResultsSuite(ResultsFixtures):
 
     async def test_is_a_results_store(self, results: Results) -> None:
         assert isinstance(results, Results)
+
+    async def test_another_event_loop_in_another_thread_may_use_it(self, results: Results) -> None:
+        # srv.sync calls a backend from a loop of its own in a background thread, and a
+        # module-level Server outlives the loop of each test: nothing may stay bound to one loop.
+        self.capabilities.require("any_loop")
+        await results.set_many([Write("here", b"1")], success=["a"])
+
+        async def elsewhere() -> list[bytes | None]:
+            await results.set_many([Write("there", b"2")], success=["b"])
+            return await results.get_many(["here", "there"])
+
+        assert await asyncio.to_thread(asyncio.run, elsewhere()) == [b"1", b"2"]
+        assert await results.get_many(["here", "there"]) == [b"1", b"2"]
+        assert await results.get_success() == ["a", "b"]
 
     async def test_get_of_a_missing_key_raises_not_found(self, results: Results) -> None:
         with pytest.raises(NotFoundError):
@@ -122,3 +138,18 @@ class ResultsSuite(ResultsFixtures):
         await store.set_many([Write("k", b"v")], success=["s"])
         assert await store.get("k") == b"v"
         assert await store.get_success() == ["s"]
+
+    async def test_a_watch_wakes_when_a_watched_job_finishes(self, results: Results) -> None:
+        # Optional: a store that cannot notify is polled by Server.wait / Server.result.
+        if not isinstance(results, NotifyingResults):
+            pytest.skip("the store does not notify (no NotifyingResults.watch); waiters poll")
+        async with results.watch(["a", "b"]) as watch:
+            if watch is None:
+                pytest.skip("the store yields no watch for this client; waiters poll")
+            assert await watch.wait(0.05) is False  # nothing finished yet: it must not just return
+            await results.set_many([Write("job:a", b"done")], success=["a"])
+            assert await watch.wait(10.0) is True
+            await results.set_many([], failed=["b"])
+            assert await watch.wait(10.0) is True
+        # Leaving the watch unsubscribes; a later finish wakes nobody and breaks nothing.
+        await results.set_many([], success=["a"])

@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from tasqueue._codec import decode_job, encode
+from tasqueue._keys import job_key
 from tasqueue.broker import Broker, Envelope
 from tasqueue.errors import NotFoundError
 from tasqueue.jobs import Backoff, Chain, Group, Job, JobOpts
@@ -260,6 +261,7 @@ class ServerSuite(BrokerFixture, ResultsFixtures):
         good = await server.enqueue(Job("known", b""))
         async with running(server):
             assert (await server.wait(good, timeout=10)).status is JobStatus.SUCCESSFUL
+            await eventually(lambda: _recorded(server, "garbage-1"))  # published bare: no record until a worker writes one
             parked = await server.wait("garbage-1", timeout=10)
         assert parked.status is JobStatus.FAILED
         assert parked.prev_err.startswith("UndecodableMessage")
@@ -354,7 +356,7 @@ class ServerSuite(BrokerFixture, ResultsFixtures):
         job_id = await server.enqueue(Job("quick", b""))
         async with running(server):
             done = await server.wait(job_id, timeout=10)
-        from tasqueue._keys import PHASE_RUNNING, job_key, status_version
+        from tasqueue._keys import PHASE_RUNNING, status_version
 
         stale = encode(msgspec_replace(done, status=JobStatus.PROCESSING))
         assert await results.set(job_key(job_id), stale, version=status_version(0, 0, 1, PHASE_RUNNING)) is False
@@ -406,8 +408,11 @@ class ServerSuite(BrokerFixture, ResultsFixtures):
         # A run due now, instead of waiting for the minute to turn: same schedule, its own id.
         now = datetime.now(UTC)
         due = msgspec_replace(first, id="run-now", job=msgspec_replace(first.job, opts=msgspec_replace(first.job.opts, eta=now)))
+        # Stored first, as enqueue does: wait() refuses an id that nothing stored.
+        await server.results.set(job_key("run-now"), encode(due), version=0)
         await broker.enqueue("ticks", [Envelope("run-now", encode(due))])
         async with running(server):
+            await eventually(lambda: _recorded(server, "run-now"))  # published bare: no record until a worker writes one
             done = await server.wait("run-now", timeout=10)
             pending = await server.get_pending("ticks")
         assert done.status is JobStatus.FAILED
@@ -428,6 +433,11 @@ class ServerSuite(BrokerFixture, ResultsFixtures):
         server.register_task("c", h, TaskOpts(queue="q", concurrency=2))
         with pytest.raises(ValueError, match="concurrency"):
             server.register_task("d", h, TaskOpts(queue="q", concurrency=3))
+
+
+async def _recorded(server: Server, job_id: str) -> bool:
+    """Whether the job has a record: ``wait`` on an id that has none raises ``NotFoundError``."""
+    return await server.results.get_many([job_key(job_id)]) != [None]
 
 
 D = TypeVar("D", GroupMessage, ChainMessage)

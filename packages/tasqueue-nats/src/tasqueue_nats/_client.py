@@ -1,0 +1,310 @@
+"""One NATS connection, connected on first use, and pipelined JetStream requests over it.
+
+Brokers and results stores each own one ``Client``. Its requests share one reply inbox (a
+wildcard subscription) and a table of futures, so that a batch of publishes or reads is written
+in one go and awaited together, and the server's answers come back in the order they come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+import nats
+from tasqueue.errors import BrokerError, ConfigurationError, TasqueueError
+from tasqueue_nats._config import Connection
+
+__all__ = ["ApiError", "Client", "Request", "token"]
+
+log = logging.getLogger("tasqueue.nats")
+
+#: JetStream error codes the backends act on.
+WRONG_LAST_SEQUENCE = 10071
+STREAM_NOT_FOUND = 10059
+CONSUMER_NOT_FOUND = 10014
+_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+_CHUNK = 1000  # requests in flight per batch
+_PLAIN = re.compile(r"[A-Za-z0-9-]+")
+
+
+def token(name: str) -> str:
+    """``name`` as one subject token and a valid stream or consumer name, one-to-one.
+
+    Letters, digits and ``-`` stay; every other byte of the UTF-8 becomes ``_xx`` (hex), so
+    ``tasqueue:tasks`` is ``tasqueue_3atasks`` and no two names share a token.
+    """
+    if _PLAIN.fullmatch(name):
+        return name
+    raw = name.encode()
+    return "".join(chr(b) if b in _SAFE else f"_{b:02x}" for b in raw) or "_"
+
+
+class ApiError(TasqueueError):
+    """A JetStream API error reply (``code`` is its ``err_code``)."""
+
+    def __init__(self, description: str, code: int = 0, status: int = 0) -> None:
+        super().__init__(description)
+        self.code = code
+        self.status = status
+
+
+class Request:
+    """One request of a pipelined batch: what to send and, once answered, the reply."""
+
+    __slots__ = ("headers", "payload", "reply", "subject")
+
+    def __init__(self, subject: str, payload: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.subject = subject
+        self.payload = payload
+        self.headers = headers
+        self.reply: Msg | None = None
+
+
+class Client:
+    """A lazily connected NATS client with a multiplexed reply inbox.
+
+    Reconnects forever: a worker and a producer resume on their own after a server restart.
+    A request waits at most ``timeout`` seconds for its reply and then raises, so an outage
+    makes an enqueue fail after a bounded time rather than hang or report success.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._nc: NATS | None = None
+        self._lock = asyncio.Lock()
+        self._inbox = ""
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._next = 0
+        self._connected = asyncio.Event()
+        #: Bumped at every reconnect: leases granted before it may be gone (a restarted server).
+        self.epoch = 0
+        self.version: tuple[int, int, int] = (0, 0, 0)
+        self._last_error: Exception | None = None
+
+    @property
+    def timeout(self) -> float:
+        return self.conn.timeout
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def nc(self) -> NATS:
+        nc = self._nc
+        if nc is not None:
+            return nc
+        async with self._lock:
+            if self._nc is None:
+                self._nc = await self._connect()
+            return self._nc
+
+    def _options(self) -> dict[str, Any]:
+        c = self.conn
+        options: dict[str, Any] = {
+            "servers": c.servers,
+            "connect_timeout": c.connect_timeout,
+            "allow_reconnect": True,
+            # The first connection gives up soon, with a clear error; once connected, the
+            # client reconnects forever (set in _connect).
+            "max_reconnect_attempts": 1,
+            "reconnect_time_wait": 0.25,
+            # Notice a frozen or unreachable server in seconds, not after nats-py's 4 minutes.
+            "ping_interval": 5,
+            "max_outstanding_pings": 2,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+        }
+        if c.name:
+            options["name"] = c.name
+        if c.user is not None:
+            options["user"] = c.user
+            options["password"] = c.password or ""
+        if c.token:
+            options["token"] = c.token
+        for path, what in ((c.nkey, "nkey"), (c.creds, "creds")):
+            if path and not os.path.isfile(path):
+                msg = f"the NATS {what} file {path!r} does not exist; give the path of a readable file"
+                raise ConfigurationError(msg)
+        if (c.nkey or c.creds) and importlib.util.find_spec("nkeys") is None:
+            msg = "nkey and creds authentication need the nkeys package: pip install 'tasqueue-nats[nkeys]'"
+            raise ConfigurationError(msg)
+        if c.nkey:
+            options["nkeys_seed"] = c.nkey
+        if c.creds:
+            options["user_credentials"] = c.creds
+        if c.tls:
+            options["tls"] = self._tls_context()
+            host = c.servers[0].split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
+            options["tls_hostname"] = host
+        return options
+
+    def _tls_context(self) -> ssl.SSLContext:
+        c = self.conn
+        try:
+            ctx = ssl.create_default_context(cafile=c.tls_ca)
+            if c.tls_cert and c.tls_key:
+                ctx.load_cert_chain(c.tls_cert, c.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            msg = f"cannot load the TLS files (tls_ca={c.tls_ca!r}, tls_cert={c.tls_cert!r}): {exc}"
+            raise ConfigurationError(msg) from None
+        return ctx
+
+    async def _connect(self) -> NATS:
+        where = ", ".join(self.conn.servers)
+        options = self._options()
+        try:
+            # nats-py can wait far longer than connect_timeout on a failed TLS handshake.
+            async with asyncio.timeout(self.conn.connect_timeout * 2 + 1):
+                nc = await nats.connect(**options)
+        except TasqueueError:
+            raise
+        except ssl.SSLCertVerificationError as exc:
+            msg = f"TLS to NATS at {where} failed: {exc.verify_message}; give the server's CA with ?tls_ca=/path/ca.pem"
+            raise BrokerError(msg) from None
+        except Exception as exc:
+            gave_up = isinstance(exc, nats.errors.NoServersError | TimeoutError)
+            cause = self._last_error if gave_up and self._last_error else exc
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                hint = "give the server's CA with ?tls_ca=/path/ca.pem"
+                if not self.conn.tls:
+                    hint = f"the server requires TLS: use tls:// and {hint}"
+                msg = f"TLS to NATS at {where} failed: {cause.verify_message}; {hint}"
+                raise BrokerError(msg) from None
+            raise BrokerError(_connect_error(where, cause, self.conn)) from None
+        if self.conn.tls and not nc._server_info.get("tls_required"):
+            # nats-py talks plain text to a server that offers no TLS, whatever the URL says.
+            await nc.close()
+            msg = f"NATS at {where} does not offer TLS: use nats:// for it, or enable TLS on the server"
+            raise BrokerError(msg)
+        nc.options["max_reconnect_attempts"] = -1
+        self._inbox = nc.new_inbox()
+        await nc.subscribe(self._inbox + ".*", cb=self._on_reply)
+        version = nc.connected_server_version
+        self.version = (version.major, version.minor, version.patch)
+        self._connected.set()
+        return nc
+
+    async def _on_error(self, exc: Exception) -> None:
+        # nats-py reports every failed (re)connect here; what explains a failed first connection
+        # ("no servers available") is the refusal or TLS error, not the reset that follows it.
+        telling = isinstance(exc, ssl.SSLError) or "authoriz" in str(exc).lower() or "authent" in str(exc).lower()
+        if telling or self._last_error is None:
+            self._last_error = exc
+        log.debug("NATS connection: %s", exc)
+
+    async def _on_disconnected(self) -> None:
+        self._connected.clear()
+
+    async def _on_reconnected(self) -> None:
+        self.epoch += 1
+        self._connected.set()
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._waiting.pop(msg.subject[len(self._inbox) + 1 :], None)
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    async def ready(self) -> NATS:
+        """The connection, once connected: waits out a reconnect for up to ``timeout`` seconds."""
+        nc = await self.nc()
+        if not self._connected.is_set():
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._connected.wait()
+            except TimeoutError:
+                msg = f"NATS at {', '.join(self.conn.servers)} is unreachable (reconnecting for {self.timeout:g}s)"
+                raise BrokerError(msg) from None
+        return nc
+
+    async def send(self, requests: Sequence[Request], *, timeout: float | None = None) -> None:
+        """Send every request, then wait for all replies (``Request.reply``).
+
+        One round trip for up to ``_CHUNK`` requests; a longer batch goes in chunks, so that
+        ``timeout`` bounds the wait for each chunk rather than for an unbounded batch.
+        """
+        for start in range(0, len(requests), _CHUNK):
+            await self._send(requests[start : start + _CHUNK], timeout)
+
+    async def _send(self, requests: Sequence[Request], timeout: float | None) -> None:
+        if not requests:
+            return
+        nc = await self.ready()
+        futures: list[asyncio.Future[Msg]] = []
+        keys: list[str] = []
+        loop = asyncio.get_running_loop()
+        try:
+            for r in requests:
+                self._next += 1
+                key = str(self._next)
+                future: asyncio.Future[Msg] = loop.create_future()
+                self._waiting[key] = future
+                futures.append(future)
+                keys.append(key)
+                await nc.publish(r.subject, r.payload, reply=f"{self._inbox}.{key}", headers=r.headers)
+            wait = self.timeout if timeout is None else timeout
+            _, pending = await asyncio.wait(futures, timeout=wait)
+            if pending:
+                msg = f"no reply from NATS within {wait:g}s for {len(pending)} of {len(futures)} request(s)"
+                raise BrokerError(msg)
+        except nats.errors.Error as exc:
+            raise BrokerError(f"NATS request failed: {exc}") from exc
+        finally:
+            for key, f in zip(keys, futures, strict=True):
+                if not f.done():
+                    f.cancel()
+                    self._waiting.pop(key, None)
+        for r, f in zip(requests, futures, strict=False):
+            r.reply = f.result()
+
+    async def api(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A JetStream API call (``$JS.API.<subject>``): the decoded reply, or ``ApiError``."""
+        r = Request(f"$JS.API.{subject}", json.dumps(body).encode() if body is not None else b"")
+        await self.send([r])
+        return check(r)
+
+    async def close(self) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+
+def check(r: Request) -> dict[str, Any]:
+    """The JSON reply of a JetStream request, raising ``ApiError`` for an error reply."""
+    assert r.reply is not None
+    status = (r.reply.headers or {}).get("Status")
+    if status == "503":
+        msg = f"no JetStream stream answers on {r.subject!r} (is JetStream enabled on this server?)"
+        raise ApiError(msg, status=503)
+    data: dict[str, Any] = json.loads(r.reply.data) if r.reply.data else {}
+    error = data.get("error")
+    if error:
+        raise ApiError(error.get("description", "JetStream error"), error.get("err_code", 0), error.get("code", 0))
+    return data
+
+
+def _connect_error(where: str, exc: Exception, conn: Connection) -> str:
+    text = str(exc) or type(exc).__name__
+    lowered = text.lower()
+    if "authorization" in lowered or "authentication" in lowered or ("user" in lowered and "invalid" in lowered):
+        how = "user:password in the URL" if conn.user else "the token" if conn.token else "the nkey/creds file"
+        if not (conn.user or conn.token or conn.nkey or conn.creds):
+            how = "credentials: the server wants some (nats://user:password@host, ?token=, ?nkey= or ?creds=)"
+        return f"NATS at {where} refused the connection ({text}): check {how}"
+    if "tls" in lowered or "ssl" in lowered:
+        how = "use tls:// for a TLS server, nats:// for a plain one, and ?tls_ca= for its CA"
+        return f"TLS to NATS at {where} failed ({text}): {how}"
+    return f"cannot connect to NATS at {where}: {text}"
