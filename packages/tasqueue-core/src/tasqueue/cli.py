@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from tasqueue._loop import LOOPS
 from tasqueue.errors import TasqueueError
 from tasqueue.jobs import DEFAULT_QUEUE
 from tasqueue.messages import JobMessage
@@ -81,7 +82,7 @@ def load_server(spec: str) -> Server:
 
 def _worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    load_server(args.app).run()
+    load_server(args.app).run(loop=args.loop)
     return 0
 
 
@@ -220,6 +221,12 @@ def _parser() -> argparse.ArgumentParser:
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="what the worker logs to stderr (default: INFO)",
+    )
+    worker.add_argument(
+        "--loop",
+        default="auto",
+        choices=LOOPS,
+        help="the event loop: uvloop when installed (pip install 'tasqueue-core[uvloop]'), else asyncio's (default: auto)",
     )
     worker.set_defaults(run=_worker)
 
