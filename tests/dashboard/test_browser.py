@@ -19,13 +19,15 @@ import pytest
 import pytest_asyncio
 import uvicorn
 
-from dashboard.dash_support import PREFIX, Stack, host_app
+from dashboard.dash_support import PREFIX, Stack, host_app, new_server, running_stack
 from servers import free_port
+from tasqueue import Server
 from tasqueue.jobs import DEFAULT_QUEUE
 from tasqueue.testing import eventually
 from tasqueue_dashboard import create_app
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.parametrize("backend", ["memory"])]
+# One browser serves the module's tests, so they all run in the module's event loop, fixtures too.
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.parametrize("backend", ["memory"])]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
@@ -38,7 +40,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 QP = quote(DEFAULT_QUEUE, safe="")
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as p:
         launched = await p.chromium.launch(
@@ -104,7 +106,19 @@ class Served:
             await task
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="module")
+async def server() -> AsyncIterator[Server]:
+    async with new_server(None) as srv:
+        yield srv
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def stack(server: Server, backend: str) -> AsyncIterator[Stack]:
+    async with running_stack(server, backend) as made:
+        yield made
+
+
+@pytest_asyncio.fixture(loop_scope="module")
 async def served(stack: Stack, browser: Browser, tmp_path: Path) -> AsyncIterator[Served]:
     s = Served(stack, browser, tmp_path)
     try:
@@ -129,17 +143,18 @@ async def test_a_job_moves_from_queued_to_successful_without_a_reload(served: Se
     await expect(page.locator("[data-state]")).to_have_text("successful", timeout=10_000)
     assert await page.evaluate("window.stayed") is True
     await expect(total).to_have_text("1", timeout=10_000)
-    await served.shot(page, "job")
 
 
 async def test_retry_a_failed_job_and_see_it_succeed(served: Served) -> None:
     stack = served.stack
-    for n in range(3):
-        await stack.enqueue("fail", f'{{"order": {n}}}'.encode())
+    failed = [await stack.enqueue("fail", f'{{"order": {n}}}'.encode()) for n in range(3)]
     job_id = await stack.enqueue("flaky", b'{"order": 42}')
     await stack.until_status(job_id, "failed")
     await stack.until_indexed(DEFAULT_QUEUE, "failed", 4)
-    page = await served.open(f"/queues/{QP}?state=failed")
+    page = await served.open(f"/jobs/{failed[0]}")
+    await expect(page.locator("details.traceback")).to_contain_text("Boom: cannot do")
+    await served.shot(page, "job")
+    await page.goto(f"{served.base}/queues/{QP}?state=failed")
     row = page.locator(f'tr[data-job="{job_id}"]')
     await expect(row).to_be_visible()
     await served.shot(page, "failed")

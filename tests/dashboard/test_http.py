@@ -84,6 +84,16 @@ async def test_jobs_pages_follow_the_cursor_to_the_end(stack: Stack) -> None:
         url = match.group(1).replace("&amp;", "&")[len(PREFIX) :] if match else None
     assert pages == 3
     assert sorted(seen) == sorted(made)
+    # The same pages as JSON, for scripts.
+    listed: list[str] = []
+    cursor = ""
+    while True:
+        answer = (await client.get("/api/queues/parked/jobs", params={"limit": 3, "cursor": cursor})).json()
+        listed += [job["id"] for job in answer["jobs"]]
+        if answer["cursor"] is None:
+            break
+        cursor = answer["cursor"]
+    assert listed == seen
 
 
 async def test_filters_by_task_and_by_time(stack: Stack) -> None:
@@ -97,6 +107,22 @@ async def test_filters_by_task_and_by_time(stack: Stack) -> None:
     await stack.inspector.record([Finished("parked", b, JobState.FAILED, time.time() - 7200)])
     assert ids_on((await client.get("/queues/parked?state=failed&since=1h")).text) == []
     assert ids_on((await client.get("/queues/parked?state=failed&since=24h")).text) == [b]
+    # The filter form names the queue too: it lands on that queue's page with the rest of the query.
+    moved = await client.get("/jobs", params={"queue": "parked", "state": "failed", "since": "24h", "task": ""})
+    assert moved.status_code == 303
+    assert moved.headers["location"] == f"{PREFIX}/queues/parked?state=failed&since=24h"
+    # Pages of a task filter are topped up from further reads and still miss nothing.
+    tasks = ("ok", "fail", "fail", "ok", "ok", "ok", "ok")
+    mixed = [await stack.enqueue(task, b"m", queue="mixed") for task in tasks]
+    wanted = [j for j, task in zip(mixed, tasks, strict=True) if task == "ok"]
+    seen: list[str] = []
+    url: str | None = "/queues/mixed?task=ok&limit=3&order=oldest"
+    while url is not None:
+        html = (await client.get(url)).text
+        seen += ids_on(html)
+        match = re.search(r'<a href="([^"]+)" rel="next">', html)
+        url = match.group(1).replace("&amp;", "&")[len(PREFIX) :] if match else None
+    assert seen == wanted
     bad = await client.get("/queues/parked?state=nope")
     assert bad.status_code == 400
     assert "unknown state" in bad.text

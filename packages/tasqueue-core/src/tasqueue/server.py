@@ -582,12 +582,14 @@ class Server:
         if self._worker is not None:
             msg = "this Server's worker is already running"
             raise RuntimeError(msg)
-        await _recurring.sync(self)
+        syncing = await _recurring.start_sync(self)
         worker = self._worker = Worker(self)
         installed = self._install_signals(worker) if handle_signals else []
         try:
             await worker.run()
         finally:
+            if syncing is not None:
+                syncing.cancel()
             loop = asyncio.get_running_loop()
             for sig in installed:
                 loop.remove_signal_handler(sig)

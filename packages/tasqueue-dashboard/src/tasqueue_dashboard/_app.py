@@ -75,7 +75,6 @@ class Settings:
 class Overview(msgspec.Struct, frozen=True):
     queues: list[QueueInfo]
     workers: list[WorkerInfo]
-    at: float
 
 
 class Dashboard:
@@ -105,7 +104,7 @@ class Dashboard:
             queues = await self.insp.queues()
             workers = await self.insp.workers()
             self.throughput.add({q.name: (q.counts.total_successful, q.counts.total_failed) for q in queues})
-            return Overview(queues, workers, time.time())
+            return Overview(queues, workers)
 
         return await self.cache.get("overview", compute)
 
@@ -125,8 +124,9 @@ class Dashboard:
         cursor = f.cursor
         cutoff = time.time() - SINCE[f.since] if f.since else None
         for _ in range(5):
+            # Each read asks for no more than the page lacks, so the cursor never skips a match.
             page = await self.insp.jobs(
-                f.queue, f.state, cursor=cursor, limit=f.limit, task=f.task or None, newest_first=not f.oldest
+                f.queue, f.state, cursor=cursor, limit=f.limit - len(rows), task=f.task or None, newest_first=not f.oldest
             )
             cursor = page.cursor
             for row in page.jobs:
@@ -138,7 +138,7 @@ class Dashboard:
                 rows.append(row)
             if cursor is None or len(rows) >= f.limit or not (f.task or f.since):
                 break
-        return rows[: f.limit], cursor
+        return rows, cursor
 
     # ---- rendering ---------------------------------------------------------------------------
 
@@ -155,7 +155,6 @@ class Dashboard:
             label=s.label,
             refresh_ms=int(s.refresh * 1000),
             note=request.query_params.get("note", ""),
-            path=request.url.path,
             here=_here(request),
             states=STATES,
             **context,
@@ -195,9 +194,11 @@ class Dashboard:
         f = ListFilter.from_query(request.path_params["queue"], request.query_params)
         info = await self.queue(f.queue)
         rows, cursor = await self.rows(f)
+        overview = await self.overview()
         return {
             "f": f,
             "info": info,
+            "queue_names": sorted({q.name for q in overview.queues} | {f.queue}),
             "rows": rows,
             "next_url": f.url(cursor=cursor) if cursor else None,
             "first_url": f.url(cursor=None) if f.cursor else None,
@@ -206,6 +207,11 @@ class Dashboard:
             "page_sizes": PAGE_SIZES,
             "live_url": "/live" + f.url(),
         }
+
+    async def filter_jobs(self, request: Request) -> Response:
+        """The filter form's target: its queue field picks the queue page, the rest stays the query."""
+        f = ListFilter.from_query(request.query_params.get("queue", ""), request.query_params)
+        return RedirectResponse(_base(request) + f.url(cursor=None), status_code=303)
 
     async def page_job(self, request: Request) -> Response:
         return self.render(request, "job.html", **await self._job_context(request.path_params["job_id"]))
@@ -239,7 +245,7 @@ class Dashboard:
                 "result": result,
                 "group": group,
                 "chain": chain,
-                "verbs": [v for v in VERBS_BY_STATE[story.state] if v != "delete" or story.state is not JobState.RUNNING],
+                "verbs": VERBS_BY_STATE[story.state],
             }
 
         return await self.cache.get(("job", job_id), compute)
@@ -270,10 +276,10 @@ class Dashboard:
         return self.render(request, "notfound.html", status=404, wanted=wanted)
 
     async def page_workers(self, request: Request) -> Response:
-        return self.render(request, "workers.html", overview=await self.overview(), now=time.time())
+        return self.render(request, "workers.html", overview=await self.overview())
 
     async def live_workers(self, request: Request) -> Response:
-        return self.render(request, "_workers.html", overview=await self.overview(), now=time.time())
+        return self.render(request, "_workers.html", overview=await self.overview())
 
     async def page_schedules(self, request: Request) -> Response:
         schedules = await self.cache.get("schedules", self.insp.schedules)
@@ -282,6 +288,12 @@ class Dashboard:
     async def api_queues(self, request: Request) -> Response:
         o = await self.overview()
         return Response(msgspec.json.encode({"queues": o.queues, "workers": o.workers}), media_type="application/json")
+
+    async def api_jobs(self, request: Request) -> Response:
+        """A page of a job list as JSON, with the same filters as the page and the cursor of the next."""
+        f = ListFilter.from_query(request.path_params["queue"], request.query_params)
+        rows, cursor = await self.rows(f)
+        return Response(msgspec.json.encode({"jobs": rows, "cursor": cursor}), media_type="application/json")
 
     # ---- actions -----------------------------------------------------------------------------
 
@@ -474,7 +486,7 @@ class ListFilter(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_query(cls, queue: str, q: Any) -> ListFilter:
-        return cls.from_fields({"queue": queue, **dict(q)})
+        return cls.from_fields({**dict(q), "queue": queue})
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> ListFilter:
@@ -668,6 +680,7 @@ def build(dashboard: Dashboard) -> ASGIApp:
         Route("/live/queues", d.live_queues),
         Route("/queues/{queue}", d.page_queue),
         Route("/live/queues/{queue}", d.live_queue),
+        Route("/jobs", d.filter_jobs),
         Route("/jobs/{job_id}", d.page_job),
         Route("/live/jobs/{job_id}", d.live_job),
         Route("/groups/{group_id}", d.page_group),
@@ -678,6 +691,7 @@ def build(dashboard: Dashboard) -> ASGIApp:
         Route("/schedules", d.page_schedules),
         Route("/actions/{verb}", d.act, methods=["POST"]),
         Route("/api/queues", d.api_queues),
+        Route("/api/queues/{queue}/jobs", d.api_jobs),
         Route("/health", health),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

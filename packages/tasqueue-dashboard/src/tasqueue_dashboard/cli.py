@@ -69,6 +69,12 @@ def _server(args: argparse.Namespace) -> tuple[Server, str]:
         raise SystemExit(f"tasqueue dashboard: error: {msg}")
     broker_url: str = broker or results or ""
     results_url: str = results or broker_url
+    if broker_url.startswith("memory:"):
+        print(
+            f"tasqueue dashboard: note: {broker_url} lives inside one process, so this dashboard sees it empty; "
+            "give a shared backend such as redis://, or mount create_app(srv) in the app that owns the memory:// Server",
+            file=sys.stderr,
+        )
     label = broker_url if broker_url == results_url else f"{broker_url} · {results_url}"
     return Server(broker_url, results_url), label
 
