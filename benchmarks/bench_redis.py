@@ -81,15 +81,6 @@ def worker_main(url: str, prefix: str, concurrency: int) -> None:
     srv.register_task("stamp", stamp, TaskOpts(queue=QUEUE))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loop = os.environ.get("BENCH_LOOP", "auto")  # set by --loop
-    if loop == "eager":  # scratch A/B hook
-
-        async def main() -> None:
-            asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
-            async with srv:
-                await srv.start()
-
-        asyncio.run(main())
-        return
     srv.run(loop=loop)  # type: ignore[arg-type]
 
 
