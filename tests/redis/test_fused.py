@@ -19,12 +19,12 @@ def server(broker_url: str, results_url: str, prefix: str) -> Server:
 async def test_one_url_fuses_and_another_database_does_not(redis_server, prefix: str) -> None:
     base = redis_server.url.rsplit("/", 1)[0]
     async with server(f"{base}/0", f"{base}/0", prefix) as same:
-        assert same._fused_enqueue is not None
+        assert same._publisher._fused() is not None
         job_id = await same.enqueue(Job("t", b"x"))
         assert (await same.get_job(job_id)).status is JobStatus.QUEUED
         assert [m.id for m in await same.get_pending()] == [job_id]
     async with server(f"{base}/0", f"{base}/1", prefix) as apart:
-        assert apart._fused_enqueue is None
+        assert apart._publisher._fused() is None
         job_id = await apart.enqueue(Job("t", b"x"))  # the two-call path still works
         assert (await apart.get_job(job_id)).status is JobStatus.QUEUED
 
@@ -43,7 +43,7 @@ async def test_a_failed_publish_leaves_no_record(redis_server, prefix: str) -> N
 
 async def test_records_keep_the_store_expiry_and_schedules_persist(redis_server, prefix: str) -> None:
     async with server(redis_server.url, redis_server.url, prefix) as srv:
-        assert srv._fused_enqueue is not None
+        assert srv._publisher._fused() is not None
         client = srv.broker.client  # type: ignore[attr-defined]
         plain = await srv.enqueue(Job("t", b"x"))
         first_run = await srv.enqueue(Job("t", b"x", JobOpts(schedule="*/5 * * * *")))

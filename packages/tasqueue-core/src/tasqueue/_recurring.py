@@ -74,7 +74,7 @@ async def start(server: Server, job: Job) -> str:
     """Start the schedule of ``job`` unless it already runs; return its id (its first run's id)."""
     if job.opts.id is None:
         job = msgspec.structs.replace(job, opts=msgspec.structs.replace(job.opts, id=stable_id(job)))
-    first = server._message(job)
+    first = server._publisher.message(job)
     # The marker goes first and only if absent: if it exists, the schedule runs already.
     if not await server.results.set(schedule_key(first.id), encode(first), version=0, persist=True):
         server.log.debug("schedule %s exists already; not started again", first.id)
