@@ -199,7 +199,7 @@ class Publisher:
         # A worker may run a job before its "queued" record lands: that write is "only if
         # absent", so it never overwrites what the worker recorded.
         now = self._app.clock.now()
-        publishing = _start_task(self.publish([(m.queue, m.id, d, _delay(m, now)) for m, d in zip(messages, data, strict=True)]))
+        publishing = start_task(self.publish([(m.queue, m.id, d, _delay(m, now)) for m, d in zip(messages, data, strict=True)]))
         stored: Exception | None = None
         try:
             await self._app.results.set_many(writes)
@@ -287,11 +287,11 @@ def _delay(m: JobMessage, now: datetime) -> float:
     return 0.0 if eta is None else max((eta - now).total_seconds(), 0.0)
 
 
-def _start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+def start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
     """Run ``coro`` as a task; from Python 3.12 eagerly, up to its first real wait.
 
     A publish to an in-process backend, which never waits, then finishes without a trip through
-    the event loop, which is most of what such a task costs.
+    the event loop, which is most of what such a task costs; so does a no-op job's run.
     """
     if sys.version_info >= (3, 12):
         return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)

@@ -26,7 +26,7 @@ from tasqueue._options import Options
 from tasqueue._outage import Outage
 from tasqueue._prefetch import Prefetch
 from tasqueue._presence import Presence
-from tasqueue._publisher import Publisher
+from tasqueue._publisher import Publisher, start_task
 from tasqueue._runner import Run, Runner
 from tasqueue._settler import Settler
 from tasqueue.broker import Broker, Delivery
@@ -242,7 +242,7 @@ class Worker:
         while buffer and self._running[queue] < concurrency and self._solo is None and not self._solo_waiting:
             run = Run(queue, buffer.popleft())
             self._running[queue] += 1
-            task = asyncio.create_task(self._runner.run(run))
+            task = start_task(self._runner.run(run))
             self._runs[task] = run
             task.add_done_callback(self._done)
 
