@@ -7,7 +7,7 @@ import pytest
 from tasqueue import Job, JobOpts, JobStatus, Server
 from tasqueue.errors import BrokerError
 from tasqueue.results import Write
-from tasqueue_redis import RedisBroker, RedisResults
+from tasqueue_redis import RedisBroker, RedisResults, _lua
 
 pytestmark = pytest.mark.asyncio
 
@@ -65,3 +65,21 @@ async def test_a_fused_enqueue_refuses_versioned_writes(redis_server, prefix: st
         await broker.close()
         await results.close()
         assert broker._lanes is not None and broker._lanes._made == []  # closed once both owners closed
+
+
+async def test_a_replayed_fused_call_writes_nothing_again(redis_server, prefix: str) -> None:
+    """A call resent after a lost reply must not bring back what happened since (a cancelled schedule)."""
+    broker = RedisBroker.from_url(redis_server.url, prefix=prefix)
+    results = RedisResults.from_url(redis_server.url, prefix=prefix)
+    try:
+        keys = broker._queue("q")
+        record_keys, args = results._fused_records([Write("schedule:s1", b"m", persist=True)])
+        args += ["call-1", 30_000, "j1", b"m", 0]
+        call = [*record_keys, *keys.enqueue]
+        assert await _lua.ENQUEUE_RECORDS(broker.client, call, list(args)) == 1
+        await broker.client.delete(f"{prefix}:schedule:s1")  # cancelled meanwhile
+        assert await _lua.ENQUEUE_RECORDS(broker.client, call, list(args)) == -1
+        assert await broker.client.exists(f"{prefix}:schedule:s1") == 0
+    finally:
+        await broker.close()
+        await results.close()
