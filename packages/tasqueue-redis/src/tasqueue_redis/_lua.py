@@ -2,8 +2,9 @@
 
 Every script is a ``#!lua`` line with its flags, then ``_common.lua`` (shared helpers), then its
 own file (or files: a fused script is one file's prelude followed by another's body). The
-flags tell Redis (7.0 and newer) what a script may do when memory is full: a script without ``allow-oom`` is refused *before it starts* once ``maxmemory`` is reached, so a
-claim never leases a job whose outcome could not be stored, and an enqueue fails at once.
+flags tell Redis (7.0 and newer) what a script may do when memory is full: a script without
+``allow-oom`` is refused *before it starts* once ``maxmemory`` is reached, so a claim never
+leases a job whose outcome could not be stored, and an enqueue fails at once.
 Scripts that only free or renew (ack, give back, extend) keep running. Calls go out as
 EVALSHA; after a Redis restart (or on a Cluster node that never saw the script) the server
 answers NOSCRIPT, and the script is loaded and called again. That second call is safe because
