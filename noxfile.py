@@ -75,6 +75,7 @@ def typecheck(session: nox.Session) -> None:
         "packages/tasqueue-redis/src",
         "packages/tasqueue-nats/src",
         "packages/tasqueue-otel/src",
+        "examples/sqlite_backend.py",  # the worked example of docs/writing-a-backend.md
     )
 
 

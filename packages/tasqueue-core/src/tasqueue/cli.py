@@ -7,7 +7,8 @@
     tasqueue success / tasqueue failed                   # ids of finished jobs
 
 The inspection commands build a Server from ``--broker`` / ``--results`` (or the environment
-variables ``TASQUEUE_BROKER`` / ``TASQUEUE_RESULTS``, else ``memory://``). Errors tasqueue
+variables ``TASQUEUE_BROKER`` / ``TASQUEUE_RESULTS``; the broker defaults to ``memory://``, the
+results to the broker's backend where it has a results store). Errors tasqueue
 raises on purpose (an unknown URL scheme, a missing job) are printed as one line, exit code 1.
 """
 
