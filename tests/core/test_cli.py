@@ -255,3 +255,14 @@ def test_the_console_script_is_installed() -> None:
     done = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 0
     assert done.stdout.startswith("tasqueue ")
+
+
+def test_dashboard_without_its_package_says_what_to_install(capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        import tasqueue_dashboard  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("tasqueue-dashboard is installed here; tests/dashboard runs the command")
+    assert main(["dashboard", "--broker", "redis://127.0.0.1:1/0"]) == 1
+    assert "pip install tasqueue-dashboard" in capsys.readouterr().err

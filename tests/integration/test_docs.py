@@ -134,7 +134,7 @@ def test_the_nox_quickstart_session_runs_the_readme_quickstart() -> None:
 def test_readme_example_runs() -> None:
     (example,) = [b for b in code_blocks(README) if b.marker == "run"]
     done = _run(example)
-    assert done.stdout.strip() == "successful b'5'"
+    assert done.stdout.strip() == "5"
 
 
 # ---- every example ---------------------------------------------------------------------------

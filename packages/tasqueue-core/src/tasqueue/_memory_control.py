@@ -58,6 +58,7 @@ class MemoryControl:
         self._workers: dict[str, tuple[float, bytes]] = {}
         self._schedules: dict[str, bytes] = {}
         self._known: set[str] = set()
+        self._totals: dict[tuple[str, JobState], int] = {}
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -109,6 +110,8 @@ class MemoryControl:
                     successful=len(self._index.get((queue, JobState.SUCCESSFUL), ())),
                     failed=len(self._index.get((queue, JobState.FAILED), ())),
                     paused=queue in self._paused,
+                    total_successful=self._totals.get((queue, JobState.SUCCESSFUL), 0),
+                    total_failed=self._totals.get((queue, JobState.FAILED), 0),
                 )
             )
         return out
@@ -176,6 +179,8 @@ class MemoryControl:
         for e in entries:
             key = (e.queue, JobState(e.state))
             index = self._index.setdefault(key, {})
+            if e.id not in index:
+                self._totals[key] = self._totals.get(key, 0) + 1
             index.pop(e.id, None)
             index[e.id] = e.at
             touched.add(key)

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 #: Seconds between status reads while a notifying store is watched.
 RECHECK = 5.0
+#: After a wake-up that found the job unfinished, read again after these pauses (seconds): some
+#: stores (NATS JetStream) deliver the notification a moment before the status is readable.
+_SETTLE = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
 
 _TERMINAL = frozenset({JobStatus.SUCCESSFUL, JobStatus.FAILED})
 
@@ -41,19 +44,21 @@ async def wait(server: Server, job_id: str, *, timeout: float | None, poll: floa
     watching = results.watch([job_id]) if isinstance(results, NotifyingResults) else contextlib.nullcontext(None)
     async with watching as watch:
         first = True
+        settle: list[float] = []
         while True:
             message = await _read(server, job_id, first=first)
             first = False
             if message.status in _TERMINAL:
                 return message
-            pause = poll if watch is None else RECHECK
+            pause = poll if watch is None else (settle.pop(0) if settle else RECHECK)
             if deadline is not None:
                 left = deadline - loop.time()
                 if left <= 0:
                     msg = f"job {job_id!r} did not finish within {timeout:g}s; it is {message.status}"
                     raise TimeoutError(msg)
                 pause = min(pause, left)
-            await _pause(watch, pause)
+            if await _pause(watch, pause) and not settle:
+                settle = list(_SETTLE)
 
 
 async def result(server: Server, job_id: str, decode: Callable[[bytes], Any] | None, *, timeout: float | None) -> Any:
@@ -90,8 +95,9 @@ async def _read(server: Server, job_id: str, *, first: bool) -> JobMessage:
     return decode_job(raw)
 
 
-async def _pause(watch: FinishWatch | None, seconds: float) -> None:
+async def _pause(watch: FinishWatch | None, seconds: float) -> bool:
+    """Sleep; True if a notification ended the sleep."""
     if watch is None:
         await asyncio.sleep(seconds)
-    else:
-        await watch.wait(seconds)
+        return False
+    return await watch.wait(seconds)

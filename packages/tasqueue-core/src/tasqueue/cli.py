@@ -272,6 +272,11 @@ def _parser() -> argparse.ArgumentParser:
     pending.add_argument("--json", action="store_true", help="print each job's whole message, one JSON object per line")
     pending.set_defaults(run=_inspect(_pending, "broker"))
 
+    # Listed for --help; main() hands its arguments to the tasqueue-dashboard package before parsing.
+    commands.add_parser(
+        "dashboard", help="serve the web dashboard (pip install tasqueue-dashboard; dashboard --help)", add_help=False
+    )
+
     success = commands.add_parser("success", parents=[backends], help="list the ids of successful jobs, oldest first")
     success.set_defaults(run=_inspect(_success, "results"))
     failed = commands.add_parser("failed", parents=[backends], help="list the ids of failed jobs, oldest first")
@@ -288,8 +293,23 @@ def _version() -> str:
         return "(not installed)"
 
 
+def _dashboard(argv: list[str]) -> int:
+    """``tasqueue dashboard``: the tasqueue-dashboard package's command, imported only when asked for."""
+    try:
+        from tasqueue_dashboard.cli import main as dashboard
+    except ImportError as exc:
+        if exc.name is not None and exc.name.split(".")[0] != "tasqueue_dashboard":
+            raise  # the package is there but something it needs is not: say which
+        print("tasqueue: error: the dashboard is a separate package: pip install tasqueue-dashboard", file=sys.stderr)
+        return 1
+    return dashboard(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tasqueue`` command with ``argv`` (``sys.argv[1:]`` by default); return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["dashboard"]:
+        return _dashboard(argv[1:])
     args = _parser().parse_args(argv)
     try:
         status: int = args.run(args)

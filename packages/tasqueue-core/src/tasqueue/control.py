@@ -40,7 +40,11 @@ class JobState(enum.StrEnum):
 
 
 class Counts(msgspec.Struct, frozen=True, kw_only=True):
-    """How many jobs of one queue are in each state, and whether workers fetch from it."""
+    """How many jobs of one queue are in each state, and whether workers fetch from it.
+
+    ``successful`` and ``failed`` count the jobs the indexes hold (trimmed by age and size);
+    ``total_successful`` and ``total_failed`` only ever grow, so that rates are their differences.
+    """
 
     queued: int = 0
     delayed: int = 0
@@ -49,6 +53,8 @@ class Counts(msgspec.Struct, frozen=True, kw_only=True):
     successful: int = 0
     failed: int = 0
     paused: bool = False
+    total_successful: int = 0
+    total_failed: int = 0
 
     def get(self, state: JobState) -> int:
         count: int = getattr(self, state.value)

@@ -15,7 +15,6 @@ both.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import heapq
 import threading
@@ -29,7 +28,7 @@ from tasqueue._memory_control import MemoryControl
 from tasqueue.broker import Delivery, Envelope
 from tasqueue.errors import ConfigurationError, NotFoundError
 from tasqueue.hookspecs import RegisterBroker, RegisterResults, hookimpl
-from tasqueue.results import Write
+from tasqueue.results import EventWatch, Write
 from tasqueue.urls import count, optional, parse_backend_url, seconds
 from tasqueue.wakeup import Wakeup
 
@@ -254,35 +253,6 @@ class _Entry:
         self.expires = expires
 
 
-class _Watch:
-    """One waiter on finished jobs, woken from whichever loop or thread records the finish."""
-
-    __slots__ = ("_event", "_loop")
-
-    def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._event = asyncio.Event()
-
-    def notify(self) -> None:
-        try:
-            same_loop = asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            same_loop = False
-        if same_loop:
-            self._event.set()
-        elif not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._event.set)
-
-    async def wait(self, timeout: float) -> bool:
-        try:
-            async with asyncio.timeout(timeout):
-                await self._event.wait()
-        except TimeoutError:
-            return False
-        self._event.clear()
-        return True
-
-
 class MemoryResults:
     """An in-process results store with versioned writes, expiry and a cap on its size.
 
@@ -327,7 +297,7 @@ class MemoryResults:
         self._data: OrderedDict[str, _Entry] = OrderedDict()
         self._kept: dict[str, _Entry] = {}
         self._lists: dict[str, OrderedDict[str, float | None]] = {"success": OrderedDict(), "failed": OrderedDict()}
-        self._watches: dict[str, set[_Watch]] = {}
+        self._watches: dict[str, set[EventWatch]] = {}
         # The earliest time anything can expire, so that a write sweeps only when something may have.
         self._sweep_at = _NEVER
 
@@ -433,9 +403,9 @@ class MemoryResults:
         return done
 
     @contextlib.asynccontextmanager
-    async def watch(self, ids: Sequence[str]) -> AsyncIterator[_Watch]:
+    async def watch(self, ids: Sequence[str]) -> AsyncIterator[EventWatch]:
         """Wake the yielded watch when one of ``ids`` finishes (``NotifyingResults``)."""
-        watch = _Watch()
+        watch = EventWatch()
         with self._lock:
             for id_ in ids:
                 self._watches.setdefault(id_, set()).add(watch)

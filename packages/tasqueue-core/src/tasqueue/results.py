@@ -11,6 +11,7 @@ write from a worker that lost its lease never overwrites what another worker fin
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
@@ -19,7 +20,7 @@ import msgspec
 
 from tasqueue.errors import NotFoundError
 
-__all__ = ["FinishWatch", "NotifyingResults", "Results", "Write"]
+__all__ = ["EventWatch", "FinishWatch", "NotifyingResults", "Results", "Write"]
 
 
 class Write(msgspec.Struct, frozen=True):
@@ -124,3 +125,36 @@ class NotifyingResults(Protocol):
         the means) yields ``None``, and the caller polls instead.
         """
         ...
+
+
+class EventWatch:
+    """A ready-made ``FinishWatch``: the store calls ``notify()``, from any thread, when a watched id finishes.
+
+    Build it inside the waiter's event loop (in ``watch``'s ``__aenter__``).
+    """
+
+    __slots__ = ("_event", "_loop")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        """Wake the waiter; safe to call from another event loop or thread."""
+        try:
+            same_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
+            self._event.set()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True

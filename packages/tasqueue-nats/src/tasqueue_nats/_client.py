@@ -35,6 +35,7 @@ WRONG_LAST_SEQUENCE = 10071
 STREAM_NOT_FOUND = 10059
 CONSUMER_NOT_FOUND = 10014
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+_CHUNK = 1000  # requests in flight per batch
 _PLAIN = re.compile(r"[A-Za-z0-9-]+")
 
 
@@ -229,7 +230,15 @@ class Client:
         return nc
 
     async def send(self, requests: Sequence[Request], *, timeout: float | None = None) -> None:
-        """Send every request, then wait for all replies (``Request.reply``); one round trip."""
+        """Send every request, then wait for all replies (``Request.reply``).
+
+        One round trip for up to ``_CHUNK`` requests; a longer batch goes in chunks, so that
+        ``timeout`` bounds the wait for each chunk rather than for an unbounded batch.
+        """
+        for start in range(0, len(requests), _CHUNK):
+            await self._send(requests[start : start + _CHUNK], timeout)
+
+    async def _send(self, requests: Sequence[Request], timeout: float | None) -> None:
         if not requests:
             return
         nc = await self.ready()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -63,6 +64,7 @@ PENDING_LIMIT = 10_000
 _MSG_ID = "Nats-Msg-Id"
 _ID = "Tq-Id"  # the job id, when the Nats-Msg-Id is not it (a republished message)
 _DUE = "Tq-Due"  # ms since the epoch, on delayed messages
+_PROMOTE_WAIT = 1.0  # seconds a promoter's pull waits
 
 
 class _Lease:
@@ -482,13 +484,29 @@ class NatsBroker:
             while not self._closed:
                 try:
                     await self._client.ready()
-                    body = {"batch": 256, "expires": int(5e9)}
+                    # Short pulls: a message given back with a delay comes to a waiting pull,
+                    # and one whose batch is full waits at most this long for the next.
+                    body = {"batch": 256, "expires": int(_PROMOTE_WAIT * 1e9)}
                     await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{q.stream}.delay", json.dumps(body).encode(), reply=inbox)
+                    due: list[Msg] = []
                     for _ in range(body["batch"]):
-                        msg = await sub.next_msg(timeout=5 + self._client.timeout)
+                        timeout = 0.001 if due else _PROMOTE_WAIT + self._client.timeout
+                        try:
+                            msg = await sub.next_msg(timeout=timeout)
+                        except TimeoutError:
+                            if not due:
+                                raise
+                            await self._promote_due(q, nc, due)  # a lull: hand over what is due now
+                            due = []
+                            msg = await sub.next_msg(timeout=_PROMOTE_WAIT + self._client.timeout)
                         if msg.headers and "Status" in msg.headers:
                             break
-                        await self._promote_one(q, nc, msg)
+                        wait = int((msg.headers or {}).get(_DUE, "0")) / 1000 - time.time()
+                        if wait > 0:
+                            await nc.publish(msg.reply, b"-NAK " + json.dumps({"delay": int(wait * 1e9)}).encode())
+                        else:
+                            due.append(msg)
+                    await self._promote_due(q, nc, due)
                     delay = 0.1
                 except asyncio.CancelledError:
                     raise
@@ -500,19 +518,18 @@ class NatsBroker:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _promote_one(self, q: _Queue, nc: Any, msg: Msg) -> None:
-        headers = msg.headers or {}
-        due = int(headers.get(_DUE, "0")) / 1000
-        wait = due - time.time()
-        if wait > 0:
-            await nc.publish(msg.reply, b"-NAK " + json.dumps({"delay": int(wait * 1e9)}).encode())
+    async def _promote_due(self, q: _Queue, nc: Any, due: list[Msg]) -> None:
+        """Publish due delayed messages as ready ones, then ack them; one round trip for all."""
+        if not due:
             return
-        job_id = headers.get(_ID) or headers.get(_MSG_ID, "")
-        seq = _seq(msg.reply)
-        out = {_MSG_ID: f"{job_id}@d{seq}", _ID: job_id}
-        r = Request(q.work, msg.data, out)
-        await self._publish(q, [r])
-        await nc.publish(msg.reply, b"+ACK")
+        requests = []
+        for msg in due:
+            headers = msg.headers or {}
+            job_id = headers.get(_ID) or headers.get(_MSG_ID, "")
+            requests.append(Request(q.work, msg.data, {_MSG_ID: f"{job_id}@d{_seq(msg.reply)}", _ID: job_id}))
+        await self._publish(q, requests)
+        for msg in due:
+            await nc.publish(msg.reply, b"+ACK")
 
     # ---- inspection ----------------------------------------------------------------------
 
@@ -567,5 +584,6 @@ def _delivery(msg: Msg, deadline: float) -> Delivery:
     # <domain>.<account hash> after ACK (servers 2.10+ may send either).
     delivered, seq = (tokens[4], tokens[5]) if len(tokens) == 9 else (tokens[6], tokens[7])
     headers = msg.headers or {}
-    job_id = headers.get(_ID) or headers.get(_MSG_ID, "")
+    # A message published by hand, without an id, is named for its bytes (as in tasqueue-redis).
+    job_id = headers.get(_ID) or headers.get(_MSG_ID) or "raw:" + hashlib.sha1(msg.data).hexdigest()  # noqa: S324 - a name, not a secret
     return Delivery(job_id, msg.data, int(delivered), _Lease(msg.reply, int(seq), deadline))

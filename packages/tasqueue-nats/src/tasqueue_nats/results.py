@@ -11,6 +11,9 @@ checked, so two writers never both win against the same value. A store remembers
 sequence of each key it last wrote or read; the worker's second write of a job (its outcome,
 after ``processing``) is then one publish, not a read and a publish. Writes of one call go out
 together: one round trip for a batch of outcomes.
+
+Waiters (``watch``) need nothing extra from writers: a success or failed entry is a message on
+``P.r.ok.<id>`` / ``P.r.no.<id>``, which plain NATS subscribers of those subjects see too.
 """
 
 from __future__ import annotations
@@ -18,16 +21,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from tasqueue.errors import NotFoundError, ResultsError, TasqueueError
-from tasqueue.results import Write
+from tasqueue.results import EventWatch, FinishWatch, Write
 from tasqueue_nats._client import WRONG_LAST_SEQUENCE, ApiError, Client, Request, check, token
 from tasqueue_nats._config import parse_url
 
 __all__ = ["DEFAULT_EXPIRY", "NatsResults"]
+
+log = logging.getLogger("tasqueue.nats")
 
 #: Seconds job records, results and list entries are kept by default (as ``memory://``).
 DEFAULT_EXPIRY = 86400.0
@@ -199,7 +205,12 @@ class NatsResults:
                 raise ResultsError(f"NATS did not store {r.subject!r}: {exc}") from None
 
     async def _apply(self, writes: list[Write], extra: list[Request]) -> list[bool]:
-        """Write distinct keys, all in one batch per round; ``extra`` goes with the first round."""
+        """Write distinct keys, all in one batch per round; ``extra`` goes with the first round that
+        writes every key still pending (not one that must read some first).
+
+        ``extra`` holds the success/failed entries, and a waiter woken by one (``watch``) reads the
+        job's status next: it must find the status written, not the one before.
+        """
         pending = [_Pending(w, (self._kept if w.persist else self._key) + token(w.key)) for w in writes]
         for p in pending:
             if p.write.version is None:
@@ -216,13 +227,18 @@ class NatsResults:
             if not todo:
                 break
             requests = [self._request(p) for p in todo]
-            await self._send(requests + extra)
-            self._check_all(extra)
-            extra = []
+            now = extra if not any(p.read for p in todo) else []
+            await self._send(requests + now)
+            if now:
+                self._check_all(now)
+                extra = []
             for p, r in zip(todo, requests, strict=True):
                 self._handle(p, r)
         else:
             raise ResultsError(f"gave up writing {len(writes)} key(s) after {_ROUNDS} conflicting concurrent writes")
+        if extra:
+            await self._send(extra)
+            self._check_all(extra)
         return [bool(p.done) for p in pending]
 
     def _request(self, p: _Pending) -> Request:
@@ -333,8 +349,43 @@ class NatsResults:
     async def get_failed(self) -> list[str]:
         return await self._list(self._no)
 
+    # ---- waiting -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def watch(self, ids: Sequence[str]) -> AsyncIterator[FinishWatch | None]:
+        """Wake the yielded watch when one of ``ids`` lands on the success or failed list
+        (``tasqueue.results.NotifyingResults``); ``None`` when NATS cannot be reached (poll)."""
+        watch = EventWatch()
+        subs: list[Any] = []
+
+        async def woken(msg: Any) -> None:
+            watch.notify()
+
+        try:
+            nc = await self._client.ready()
+            for id_ in ids:
+                for prefix in (self._ok, self._no):
+                    subs.append(await nc.subscribe(prefix + token(id_), cb=woken))
+            # Once the server answered a PING behind them, every later publish reaches them.
+            await nc.flush(timeout=max(1, int(self._client.timeout)))
+        except Exception as exc:  # a connection that fails here only costs the waiter its notifications
+            log.warning("cannot watch finished jobs (%s); polling instead", exc)
+            await _unsubscribe(subs)
+            yield None
+            return
+        try:
+            yield watch
+        finally:
+            await _unsubscribe(subs)
+
     async def close(self) -> None:
         await self._client.close()
+
+
+async def _unsubscribe(subs: list[Any]) -> None:
+    for sub in subs:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
 
 
 def _version(headers: dict[str, str]) -> int | None:

@@ -20,6 +20,8 @@ from typing import Any
 import msgspec
 from redis.exceptions import RedisError
 
+from tasqueue.results import EventWatch
+
 __all__ = ["Finishes"]
 
 log = logging.getLogger("tasqueue.redis")
@@ -29,32 +31,13 @@ _decode_ids = msgspec.msgpack.Decoder(list[str]).decode
 _CONFIRM_TIMEOUT = 5.0
 
 
-class _Watch:
-    __slots__ = ("_event",)
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-
-    async def wait(self, timeout: float) -> bool:
-        try:
-            async with asyncio.timeout(timeout):
-                await self._event.wait()
-        except TimeoutError:
-            return False
-        self._event.clear()
-        return True
-
-
 class _Listener:
     """The subscription of one event loop (a connection belongs to the loop that opened it)."""
 
     def __init__(self, client: Any, channel: str) -> None:
         self.pubsub = client.pubsub()
         self.channel = channel
-        self.watches: dict[str, set[_Watch]] = {}
+        self.watches: dict[str, set[EventWatch]] = {}
         self.lock = asyncio.Lock()
         self.confirmed = asyncio.Event()
         self.subscribed = False
@@ -136,12 +119,12 @@ class Finishes:
         return _encode(list(ids))
 
     @contextlib.asynccontextmanager
-    async def watch(self, ids: Sequence[str]) -> AsyncIterator[_Watch]:
+    async def watch(self, ids: Sequence[str]) -> AsyncIterator[EventWatch]:
         loop = asyncio.get_running_loop()
         listener = self._listeners.get(loop)
         if listener is None:
             listener = self._listeners[loop] = _Listener(self._client, self.channel)
-        watch = _Watch()
+        watch = EventWatch()
         for id_ in ids:
             listener.watches.setdefault(id_, set()).add(watch)
         try:

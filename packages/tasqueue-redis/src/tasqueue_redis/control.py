@@ -12,6 +12,7 @@ costs O(log n + page) however many jobs are stored. Besides the broker's own key
     tq:{control}:workers   ZSET  worker id -> when its record expires (ms)
     tq:{control}:worker:<id> STRING the worker's record (msgpack, written by the core), with a TTL
     tq:{control}:schedules HASH  schedule id -> its record
+    tq:{control}:totals    HASH  "<queue>:successful" / "<queue>:failed" -> jobs ever indexed
 
 Index entries come from workers once per heartbeat, so they trail the job records by about a
 second. The ``{control}`` keys share one hash tag, so a Cluster keeps them on one node.
@@ -80,6 +81,7 @@ class RedisControl:
         self._workers = base + "workers"
         self._worker = base + "worker:"
         self._schedules = base + "schedules"
+        self._totals = base + "totals"
         self.retention = retention
         self.index_limit = index_limit
 
@@ -127,11 +129,12 @@ class RedisControl:
                 p.zcard(self._index(queue, JobState.SUCCESSFUL))
                 p.zcard(self._index(queue, JobState.FAILED))
                 p.sismember(self._paused, queue)
+                p.hmget(self._totals, f"{queue}:successful", f"{queue}:failed")
 
         replies = await self._pipe("read the queue counts", build)
         out: list[Counts] = []
         for i in range(len(queues)):
-            queued, delayed, active, retrying, successful, failed, paused = replies[7 * i : 7 * i + 7]
+            queued, delayed, active, retrying, successful, failed, paused, totals = replies[8 * i : 8 * i + 8]
             out.append(
                 Counts(
                     queued=int(queued),
@@ -141,6 +144,8 @@ class RedisControl:
                     successful=int(successful),
                     failed=int(failed),
                     paused=bool(paused),
+                    total_successful=int(totals[0] or 0),
+                    total_failed=int(totals[1] or 0),
                 )
             )
         return out
@@ -298,6 +303,9 @@ class RedisControl:
             for (queue, state), members in by_key.items():
                 key = self._index(queue, state)
                 p.zadd(key, members)
+                if state is not JobState.RETRYING:
+                    # Counted by entries sent, so a replayed beat may count a job twice: rates, not ledgers.
+                    p.hincrby(self._totals, f"{queue}:{state.value}", len(members))
                 if state is JobState.RETRYING:
                     p.zremrangebyscore(key, "-inf", now)
                     continue

@@ -78,6 +78,8 @@ class InspectorSuite(BrokerFixture, ResultsFixtures):
                 return {s.value: counts.get(s) for s in JobState} == expected
 
             await eventually(settled)
+            counts = (await inspector.queue("iq")).counts
+            assert (counts.total_successful, counts.total_failed, counts.paused) == (3, 2, False)
             idle = (await inspector.queue("iq-nobody")).counts
             assert (idle.queued, idle.running, idle.successful) == (4, 0, 0)
             names = [q.name for q in await inspector.queues()]

@@ -261,6 +261,7 @@ class ServerSuite(BrokerFixture, ResultsFixtures):
         good = await server.enqueue(Job("known", b""))
         async with running(server):
             assert (await server.wait(good, timeout=10)).status is JobStatus.SUCCESSFUL
+            await eventually(lambda: _recorded(server, "garbage-1"))  # published bare: no record until a worker writes one
             parked = await server.wait("garbage-1", timeout=10)
         assert parked.status is JobStatus.FAILED
         assert parked.prev_err.startswith("UndecodableMessage")
@@ -411,6 +412,7 @@ class ServerSuite(BrokerFixture, ResultsFixtures):
         await server.results.set(job_key("run-now"), encode(due), version=0)
         await broker.enqueue("ticks", [Envelope("run-now", encode(due))])
         async with running(server):
+            await eventually(lambda: _recorded(server, "run-now"))  # published bare: no record until a worker writes one
             done = await server.wait("run-now", timeout=10)
             pending = await server.get_pending("ticks")
         assert done.status is JobStatus.FAILED
@@ -431,6 +433,11 @@ class ServerSuite(BrokerFixture, ResultsFixtures):
         server.register_task("c", h, TaskOpts(queue="q", concurrency=2))
         with pytest.raises(ValueError, match="concurrency"):
             server.register_task("d", h, TaskOpts(queue="q", concurrency=3))
+
+
+async def _recorded(server: Server, job_id: str) -> bool:
+    """Whether the job has a record: ``wait`` on an id that has none raises ``NotFoundError``."""
+    return await server.results.get_many([job_key(job_id)]) != [None]
 
 
 D = TypeVar("D", GroupMessage, ChainMessage)
