@@ -76,14 +76,11 @@ def typecheck(session: nox.Session) -> None:
         "packages/tasqueue-redis/src",
         "packages/tasqueue-nats/src",
         "packages/tasqueue-otel/src",
-<<<<<<< HEAD
-        "examples/sqlite_backend.py",  # the worked example of docs/writing-a-backend.md
-=======
         "packages/tasqueue-dashboard/src",
         # Never run, only checked: the handles' types reject wrong payloads (see its docstring).
         "tests/typing",
         "examples/typed.py",
->>>>>>> main
+        "examples/sqlite_backend.py",  # the worked example of docs/writing-a-backend.md
     )
 
 
