@@ -50,6 +50,7 @@ PENDING = "SELECT data FROM messages WHERE queue = ? AND (leased_until IS NULL O
 UPSERT = """INSERT INTO kv (key, value, version, expires) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key)
 DO UPDATE SET value = ?2, version = ?3, expires = ?4 WHERE ?3 IS NULL OR kv.version IS NULL OR kv.version < ?3"""
 GET = "SELECT value FROM kv WHERE key = ? AND (expires IS NULL OR expires > ?)"
+SAME = "SELECT 1 FROM kv WHERE key = ? AND value = ? AND version = ?"
 LISTED = "SELECT id FROM listed WHERE name = ? AND (expires IS NULL OR expires > ?) ORDER BY rowid"
 
 
@@ -157,9 +158,17 @@ class SqliteResults(Results):  # inherits get and set, built on get_many and set
             expires = None if self.expiry is None else now + self.expiry
             c.execute("DELETE FROM kv WHERE expires <= ?", (now,))
             c.execute("DELETE FROM listed WHERE expires <= ?", (now,))
-            done = [c.execute(UPSERT, (w.key, w.value, w.version, None if w.persist else expires)).rowcount == 1 for w in writes]
-            # REPLACE gives the row a new rowid: a re-added id moves to the newest end.
-            rows = [(name, id_, expires) for name, ids in (("success", success), ("failed", failed)) for id_ in ids]
+            done = [
+                c.execute(UPSERT, (w.key, w.value, w.version, None if w.persist else expires)).rowcount == 1
+                # The same value at the same version is this write replayed: it happened.
+                or c.execute(SAME, (w.key, w.value, w.version)).fetchone() is not None
+                for w in writes
+            ]
+            # A write's own list entry only if it happened, then the ids listed regardless. REPLACE
+            # gives the row a new rowid: a re-added id moves to the newest end.
+            rows = [("success", w.success, expires) for w, ok in zip(writes, done, strict=True) if ok and w.success]
+            rows += [("failed", w.failed, expires) for w, ok in zip(writes, done, strict=True) if ok and w.failed]
+            rows += [(name, id_, expires) for name, ids in (("success", success), ("failed", failed)) for id_ in ids]
             c.executemany("INSERT OR REPLACE INTO listed (name, id, expires) VALUES (?, ?, ?)", rows)
             return done
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import msgspec
 import pytest
 
-from tasqueue import BrokerError, Envelope, Inspector, Job, JobCtx, JobOpts, NotFoundError, Server
+from tasqueue import BrokerError, Envelope, Inspector, Job, JobCtx, JobOpts, NotFoundError, ResultsError, Server
 from tasqueue.memory import MemoryBroker, MemoryResults
-from tasqueue.testing import Harness, running
+from tasqueue.testing import Harness, eventually, running
 
 pytestmark = pytest.mark.asyncio
 
@@ -133,3 +133,26 @@ async def test_a_schedule_on_a_typed_task_runs_with_its_default_payload() -> Non
         tq.clock.advance(86400)
         await tq.drain()
         assert seen == [10]
+
+
+class _FlakyResults(MemoryResults):
+    """A store that refuses everything until told it is back."""
+
+    down = True
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if self.down:
+            msg = "results store unreachable"
+            raise ResultsError(msg)
+        return await super().get_many(keys)
+
+
+async def test_a_worker_starts_while_the_store_is_down_and_syncs_its_schedules_once_it_is_back() -> None:
+    results = _FlakyResults()
+    broker = MemoryBroker()
+    srv = boot(broker, results, [])
+    async with running(srv):
+        assert await broker.get_pending("ticks") == []
+        results.down = False
+        pending = await eventually(lambda: srv.get_pending("ticks"), timeout=10)
+        assert [m.schedule for m in pending] == [EVERY_5]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import timedelta
 from typing import TypedDict
@@ -21,7 +22,7 @@ from tasqueue import (
     Server,
     TaskHandle,
 )
-from tasqueue.testing import Harness
+from tasqueue.testing import Harness, running
 
 pytestmark = pytest.mark.asyncio
 
@@ -282,3 +283,23 @@ async def test_handler_signatures_that_cannot_work_are_refused_at_registration()
     uses_local.__annotations__["p"] = "Local"  # as `from __future__ import annotations` leaves it
     with pytest.raises(TypeError, match="Define payload and result types at module level"):
         srv.task(uses_local)
+
+
+async def test_sync_code_gets_typed_results_too() -> None:
+    srv = make_server()
+
+    @srv.task
+    async def add(args: AddArgs) -> int:
+        return args.a + args.b
+
+    @srv.task
+    async def fail(n: int) -> None:
+        raise LookupError(n)
+
+    async with running(srv):
+        # What a web view in another thread does: blocking calls, on the worker's loop.
+        job_id = await asyncio.to_thread(srv.sync.enqueue, add.job(AddArgs(a=2, b=2)))
+        assert await asyncio.to_thread(lambda: srv.sync.result(job_id, timeout=10)) == 4
+        failed_id = await asyncio.to_thread(srv.sync.enqueue, fail.job(7))
+        with pytest.raises(JobFailedError, match="LookupError: 7"):
+            await asyncio.to_thread(lambda: srv.sync.result(failed_id, timeout=10))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 import pytest
@@ -53,7 +54,7 @@ def test_timedelta_timeout_becomes_seconds() -> None:
 
 
 def test_retries_cannot_be_negative() -> None:
-    with pytest.raises(ValueError, match="max_retries must be >= 0"):
+    with pytest.raises(ValueError, match="max_retries must be an int >= 0"):
         JobOpts(max_retries=-1)
 
 
@@ -136,6 +137,47 @@ def test_server_options_are_checked() -> None:
         Server(shutdown_timeout=-1, load_entrypoints=False)
     with pytest.raises(ValueError, match="max_stalls"):
         Server(max_stalls=-1, load_entrypoints=False)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "allowed"),
+    [
+        ("fetch_timeout", 0, "fetch_timeout must be a number of seconds > 0"),  # used to spin a busy loop
+        ("fetch_timeout", -1.0, "fetch_timeout must be a number of seconds > 0"),
+        ("fetch_timeout", float("nan"), "fetch_timeout must be a number of seconds > 0"),
+        ("fetch_timeout", "5", "fetch_timeout must be a number of seconds > 0"),
+        ("shutdown_timeout", float("inf"), "shutdown_timeout must be a number of seconds >= 0"),
+        ("unknown_task_timeout", -0.5, "unknown_task_timeout must be a number of seconds >= 0"),
+        ("max_stalls", 1.5, "max_stalls must be an int >= 0"),
+        ("max_stalls", True, "max_stalls must be an int >= 0"),
+    ],
+)
+def test_every_server_option_says_what_is_allowed(option: str, value: object, allowed: str) -> None:
+    with pytest.raises(ValueError, match=allowed) as caught:
+        Server(load_entrypoints=False, **{option: value})  # type: ignore[arg-type]
+    assert repr(value) in str(caught.value)
+
+
+def test_job_and_task_options_refuse_what_would_hang_or_spin() -> None:
+    with pytest.raises(ValueError, match=re.escape("Backoff delays")):
+        Backoff(initial=float("nan"))
+    with pytest.raises(ValueError, match=re.escape("Backoff factor")):
+        Backoff(factor=float("inf"))
+    with pytest.raises(ValueError, match=re.escape("JobOpts.timeout")):
+        JobOpts(timeout=float("nan"))
+    with pytest.raises(ValueError, match=re.escape("JobOpts.max_retries must be an int >= 0, got 1.5")):
+        JobOpts(max_retries=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=re.escape("TaskOpts.concurrency")):
+        TaskOpts(concurrency=True)
+    with pytest.raises(TypeError, match=re.escape("TaskOpts.success_cb must be callable")):
+        TaskOpts(success_cb="print")  # type: ignore[arg-type]
+
+
+def test_server_objects_of_the_wrong_kind_are_refused() -> None:
+    with pytest.raises(TypeError, match=re.escape("backoff must be a tasqueue.Backoff, got dict")):
+        Server(load_entrypoints=False, backoff={"initial": 1})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=re.escape("middleware must be tasqueue.Middleware instances, got function")):
+        Server(load_entrypoints=False, middleware=[lambda m, n: n(m)])  # type: ignore[list-item]
 
 
 def test_registering_tasks() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -16,6 +19,7 @@ from tasqueue import Job, JobCtx, JobOpts, Server
 from tasqueue.control import JobState
 from tasqueue.inspector import Inspector
 from tasqueue.testing import eventually
+from tasqueue_dashboard import create_app
 from tasqueue_dashboard._security import CSRF_COOKIE
 
 PREFIX = "/admin/tq"
@@ -125,3 +129,37 @@ async def post(
     return await client.post(
         f"/actions/{verb}", content=urlencode(items), headers={"content-type": "application/x-www-form-urlencoded"}
     )
+
+
+@contextlib.asynccontextmanager
+async def new_server(redis_url: str | None) -> AsyncIterator[Server]:
+    """A Server on memory:// (``redis_url=None``) or on keys of its own in that Redis."""
+    broker, results = backends(redis_url, f"d-{uuid.uuid4().hex[:10]}")
+    async with Server(broker, results, load_entrypoints=False, shutdown_timeout=0.5, fetch_timeout=0.2) as srv:
+        yield srv
+
+
+@contextlib.asynccontextmanager
+async def running_stack(server: Server, backend: str) -> AsyncIterator[Stack]:
+    """``server`` with its tasks and running worker, and clients of the dashboard over it."""
+    healed: set[bytes] = set()
+    add_tasks(server, healed)
+    inspector = Inspector(server)
+    clients: list[httpx.AsyncClient] = []
+
+    def make_client(**options: Any) -> httpx.AsyncClient:
+        options.setdefault("cache_ttl", 0)  # tests read what they just did; the cache has tests of its own
+        app = host_app(create_app(inspector, **options))
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://dash.test" + PREFIX)
+        clients.append(client)
+        return client
+
+    worker = asyncio.create_task(server.start(handle_signals=False))
+    await eventually(lambda: server.running_loop)
+    try:
+        yield Stack(server, inspector, backend, make_client, healed)
+    finally:
+        for client in clients:
+            await client.aclose()
+        await server.stop()
+        await worker

@@ -19,13 +19,15 @@ import pytest
 import pytest_asyncio
 import uvicorn
 
-from dashboard.dash_support import PREFIX, Stack, host_app
+from dashboard.dash_support import PREFIX, Stack, host_app, new_server, running_stack
 from servers import free_port
+from tasqueue import Server
 from tasqueue.jobs import DEFAULT_QUEUE
 from tasqueue.testing import eventually
 from tasqueue_dashboard import create_app
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.parametrize("backend", ["memory"])]
+# One browser serves the module's tests, so they all run in the module's event loop, fixtures too.
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.parametrize("backend", ["memory"])]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
@@ -38,7 +40,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 QP = quote(DEFAULT_QUEUE, safe="")
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as p:
         launched = await p.chromium.launch(
@@ -104,7 +106,19 @@ class Served:
             await task
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="module")
+async def server() -> AsyncIterator[Server]:
+    async with new_server(None) as srv:
+        yield srv
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def stack(server: Server, backend: str) -> AsyncIterator[Stack]:
+    async with running_stack(server, backend) as made:
+        yield made
+
+
+@pytest_asyncio.fixture(loop_scope="module")
 async def served(stack: Stack, browser: Browser, tmp_path: Path) -> AsyncIterator[Served]:
     s = Served(stack, browser, tmp_path)
     try:

@@ -51,7 +51,9 @@ def derived_id(parent: str, kind: str, n: int | str) -> str:
 # the newest state whatever order writes arrive in. Ordered by: retries done, times handed back by
 # a shutdown, whether the attempt finished, deliveries of this attempt (a redelivery beats the
 # worker that lost it), then phase. "Finished" sits above deliveries so that once any worker has
-# finished an attempt, a redelivery of that same attempt cannot move its status back.
+# finished an attempt, a redelivery of that same attempt cannot move its status back; and every
+# finish of one attempt has the same version, so the first one wins and a second (a worker that
+# lost its lease and finished anyway) is refused, and with it everything its outcome would do.
 PHASE_QUEUED = 0
 PHASE_RUNNING = 1
 PHASE_HANDED_BACK = 2  # retrying, or released by a shutdown
@@ -65,4 +67,6 @@ def status_version(retried: int, released: int, deliveries: int, phase: int) -> 
     if retried > _FIELD or released > _FIELD or deliveries > _FIELD:
         retried, released, deliveries = min(retried, _FIELD), min(released, _FIELD), min(deliveries, _FIELD)
     done = phase == PHASE_DONE
+    if done:
+        deliveries = 0
     return ((((retried << 16 | released) << 1 | done) << 16 | deliveries) << 2) | phase

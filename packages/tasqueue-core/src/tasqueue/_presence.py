@@ -108,10 +108,10 @@ class Presence:
         if control is None:
             return
         paused = await control.paused()
-        for queue in self.worker.server.queues:
+        for queue in self.worker.queues:
             if queue not in paused and queue in self.paused:
                 self._resumed.pop(queue, asyncio.Event()).set()
-        self.paused = {q for q in paused if q in self.worker.server.queues}
+        self.paused = {q for q in paused if q in self.worker.queues}
         if self._entries:
             entries, self._entries = self._entries, []
             try:
@@ -125,15 +125,12 @@ class Presence:
         from tasqueue.inspector import WorkerInfo
 
         worker = self.worker
-        in_flight: dict[str, list[str]] = {}
-        for run in worker._runs.values():
-            in_flight.setdefault(run.queue, []).append(run.delivery.id)
         return WorkerInfo(
             id=self.id,
             host=socket.gethostname(),
             pid=os.getpid(),
-            queues={q: c.concurrency for q, c in worker.server.queues.items()},
-            in_flight=in_flight,
+            queues={q: c.concurrency for q, c in worker.task_queues.items()},
+            in_flight=worker.in_flight(),
             paused=sorted(self._parked),
             started=self.started,
             heartbeat=datetime.now(UTC),

@@ -74,7 +74,7 @@ async def start(server: Server, job: Job) -> str:
     """Start the schedule of ``job`` unless it already runs; return its id (its first run's id)."""
     if job.opts.id is None:
         job = msgspec.structs.replace(job, opts=msgspec.structs.replace(job.opts, id=stable_id(job)))
-    first = server._message(job)
+    first = server._publisher.message(job)
     # The marker goes first and only if absent: if it exists, the schedule runs already.
     if not await server.results.set(schedule_key(first.id), encode(first), version=0, persist=True):
         server.log.debug("schedule %s exists already; not started again", first.id)
@@ -87,6 +87,38 @@ async def start(server: Server, job: Job) -> str:
         await asyncio.shield(server.results.delete([schedule_key(first.id)]))
         raise
     return first.id
+
+
+_RETRY_FIRST, _RETRY_MAX = 1.0, 60.0
+
+
+async def start_sync(server: Server) -> asyncio.Task[None] | None:
+    """Sync the declared schedules before a worker starts; if the store fails, keep trying meanwhile.
+
+    A results store that is down when a worker starts should not stop the worker (its fetch
+    loop rides out outages too), nor leave the schedules unsynced: the first try is awaited, and
+    after a failure a task retries with a growing delay and is returned for the caller to cancel.
+    """
+    try:
+        await sync(server)
+    except Exception as exc:  # a store error, whatever its kind: retried below
+        server.log.error("could not sync the declared schedules (%s); retrying while the worker runs", exc)
+        return asyncio.create_task(_sync_until_done(server), name="tasqueue-schedules")
+    return None
+
+
+async def _sync_until_done(server: Server) -> None:
+    delay = _RETRY_FIRST
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            await sync(server)
+        except Exception as exc:  # as above
+            delay = min(delay * 2, _RETRY_MAX)
+            server.log.debug("syncing the declared schedules failed again (%s); next try in %.0fs", exc, delay)
+        else:
+            server.log.info("declared schedules synced")
+            return
 
 
 async def sync(server: Server) -> None:

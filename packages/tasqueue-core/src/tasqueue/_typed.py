@@ -45,18 +45,21 @@ class Codec(Generic[T]):
             return cast(T, data)
         return cast(T, self._decode(data))
 
-    def check(self, value: object, what: str) -> bytes:
-        """Encode ``value`` and prove it decodes as this type; ``PayloadError`` with msgspec's reason if not."""
+    def check(self, value: object, task: str) -> bytes:
+        """Encode ``value``, a payload of ``task``, and prove it decodes as this type.
+
+        Raises ``PayloadError`` with msgspec's reason if it does not.
+        """
         if self.raw:
             if not isinstance(value, bytes):
-                msg = f"{what} must be bytes, got {type(value).__name__}"
+                msg = f"the payload of task {task!r} must be bytes, got {type(value).__name__}"
                 raise PayloadError(msg)
             return value
         try:
             data = _encode(value)
             self._decode(data)
         except (msgspec.EncodeError, msgspec.ValidationError, TypeError) as exc:
-            msg = f"{what} does not fit {_name(self.type)}: {exc}"
+            msg = f"the payload of task {task!r} does not fit {_name(self.type)}: {exc}"
             raise PayloadError(msg) from None
         return data
 
@@ -115,42 +118,58 @@ def shape_of(fn: Callable[..., Any], name: str) -> Shape:
 
 
 def wrap(fn: Callable[..., Any], shape: Shape, name: str) -> Handler:
-    """The bytes handler that runs ``fn`` for jobs of task ``name``."""
+    """The bytes handler that runs ``fn`` for jobs of task ``name``.
+
+    It runs once per job, so it is built flat: no helper calls beyond msgspec's own.
+    """
     if shape.raw:
         return cast(Handler, fn)
-    decode_payload = shape.payload.decode
-    result = shape.result
-    takes_ctx = shape.takes_ctx
-    type_name = _name(shape.payload.type)
-
-    def decode(data: bytes) -> Any:
-        try:
-            return decode_payload(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            msg = f"the payload of task {name!r} does not fit {type_name}: {exc}"
-            raise PayloadError(msg) from None
-
-    def encode(value: Any) -> bytes | None:
-        if result is None or (value is None and not _allows_none(result.type)):
-            return None
-        return result.encode(value)
+    payload_codec, result = shape.payload, shape.result
+    decode = payload_codec.decode if payload_codec.raw else payload_codec._decode
+    # What a returned value becomes: None stores nothing, unless the result type admits None.
+    encode: Callable[[Any], bytes | None]
+    if result is None:
+        encode = _nothing
+    elif result.raw:
+        encode = _same
+    else:
+        encode = _encode if _allows_none(result.type) else _encode_unless_none
+    call: Callable[[Any, JobCtx], Any] = fn if shape.takes_ctx else (lambda value, ctx: fn(value))
+    refused = f"the payload of task {name!r} does not fit {_name(payload_codec.type)}"
 
     if shape.is_async:
 
         async def run_async(payload: bytes, ctx: JobCtx) -> bytes | None:
-            value = decode(payload)
-            returned = await (fn(value, ctx) if takes_ctx else fn(value))
-            return encode(returned)
+            try:
+                value = decode(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise PayloadError(f"{refused}: {exc}") from None
+            return encode(await call(value, ctx))
 
         run_async.__qualname__ = getattr(fn, "__qualname__", name)
         return run_async
 
     def run_sync(payload: bytes, ctx: JobCtx) -> bytes | None:
-        value = decode(payload)
-        return encode(fn(value, ctx) if takes_ctx else fn(value))
+        try:
+            value = decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise PayloadError(f"{refused}: {exc}") from None
+        return encode(call(value, ctx))
 
     run_sync.__qualname__ = getattr(fn, "__qualname__", name)
     return run_sync
+
+
+def _nothing(value: object) -> None:
+    return None
+
+
+def _same(value: bytes | None) -> bytes | None:
+    return value
+
+
+def _encode_unless_none(value: object) -> bytes | None:
+    return None if value is None else _encode(value)
 
 
 def _allows_none(type_: Any) -> bool:

@@ -12,6 +12,7 @@ The hierarchy::
     ├── JobFailedError                a job you waited for failed (``Server.result``); carries its error
     └── JobError                      raised inside a worker about one run; stored as the job's ``prev_err``
         ├── JobTimeoutError           the handler ran past ``JobOpts.timeout`` (also a TimeoutError)
+        ├── JobCancelledError         a cancelled run tried to save a result
         ├── PayloadError              a typed task's payload does not fit its type (never retried)
         └── UnknownTaskError          no handler is registered for the job's task
 
@@ -27,6 +28,7 @@ __all__ = [
     "BrokerError",
     "ConfigurationError",
     "ConfigurationWarning",
+    "JobCancelledError",
     "JobError",
     "JobFailedError",
     "JobTimeoutError",
@@ -110,6 +112,10 @@ class JobError(TasqueueError):
 
 class JobTimeoutError(JobError, TimeoutError):
     """The handler did not finish within the job's timeout and was cancelled."""
+
+
+class JobCancelledError(JobError):
+    """The run was cancelled (timeout, shutdown, lost lease): it may save no result any more."""
 
 
 class PayloadError(JobError):

@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
+from tasqueue import _waiting
 from tasqueue._schedule import validate as validate_cron
 from tasqueue._typed import RAW, Codec, Shape, shape_of, wrap
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Job, JobOpts
@@ -51,7 +52,7 @@ class TaskHandle(Generic[P, R]):
         fn: The handler function, when this process has it.
     """
 
-    __slots__ = ("_payload", "_result", "fn", "name", "opts", "server")
+    __slots__ = ("_job_opts", "_payload", "_result", "fn", "name", "opts", "server")
 
     def __init__(
         self,
@@ -70,6 +71,8 @@ class TaskHandle(Generic[P, R]):
         self.fn = fn
         self._payload: Codec[P] = Codec(payload)
         self._result: Codec[R] = Codec(result)
+        # Options are frozen: jobs that set none share one instance (most jobs; it saves a build each).
+        self._job_opts = JobOpts(queue=self.opts.queue)
 
     @property
     def queue(self) -> str:
@@ -109,15 +112,18 @@ class TaskHandle(Generic[P, R]):
         Options not given take the task's defaults when the job runs. Raises
         ``PayloadError`` (with msgspec's reason) if ``payload`` does not fit the task's type.
         """
-        data = self._payload.check(payload, f"the payload of task {self.name!r}")
-        opts = JobOpts(
-            id=id,
-            eta=eta,
-            queue=queue or self.opts.queue,
-            max_retries=max_retries,
-            timeout=timeout,
-            backoff=backoff,
-        )
+        data = self._payload.check(payload, self.name)
+        if id is None and eta is None and queue is None and max_retries is None and timeout is None and backoff is None:
+            opts = self._job_opts
+        else:
+            opts = JobOpts(
+                id=id,
+                eta=eta,
+                queue=queue or self.opts.queue,
+                max_retries=max_retries,
+                timeout=timeout,
+                backoff=backoff,
+            )
         return Job(self.name, data, opts, on_success=tuple(on_success), on_error=tuple(on_error))
 
     async def enqueue(
@@ -153,7 +159,7 @@ class TaskHandle(Generic[P, R]):
         Raises ``JobFailedError`` if the job failed, ``TimeoutError`` after ``timeout`` seconds,
         ``NotFoundError`` for an id that is not stored. A job that saved nothing gives ``None``.
         """
-        value: R = await self.server.result(job_id, type=self._result.type, timeout=timeout)
+        value: R = await _waiting.result(self.server, job_id, self._result.decode, timeout=timeout)
         return value
 
     def decode_result(self, data: bytes) -> R:

@@ -9,6 +9,7 @@ that made it rather than in a worker later; only a cron ``schedule`` is checked 
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -44,10 +45,10 @@ class Backoff(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     jitter: bool = True
 
     def __post_init__(self) -> None:
-        if self.initial < 0 or self.max < 0:
-            msg = f"Backoff delays must be >= 0 seconds, got initial={self.initial}, max={self.max}"
+        if not (math.isfinite(self.initial) and self.initial >= 0 and self.max >= 0):  # max may be inf: no cap
+            msg = f"Backoff delays must be >= 0 seconds (initial finite), got initial={self.initial}, max={self.max}"
             raise ValueError(msg)
-        if self.factor < 1:
+        if not (math.isfinite(self.factor) and self.factor >= 1):
             msg = f"Backoff factor must be >= 1 (1 keeps the delay constant), got {self.factor}"
             raise ValueError(msg)
 
@@ -63,7 +64,7 @@ def seconds(value: float | timedelta | None, what: str) -> float | None:
     if value is None:
         return None
     secs = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if secs <= 0:
+    if not (math.isfinite(secs) and secs > 0):
         msg = f"{what} must be a positive number of seconds or timedelta, got {value!r}"
         raise ValueError(msg)
     return secs
@@ -100,8 +101,9 @@ class JobOpts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
                 "use e.g. datetime.now(timezone.utc) + timedelta(minutes=5)"
             )
             raise ValueError(msg)
-        if self.max_retries is not None and self.max_retries < 0:
-            msg = f"JobOpts.max_retries must be >= 0, got {self.max_retries}"
+        max_retries = self.max_retries
+        if max_retries is not None and (isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0):
+            msg = f"JobOpts.max_retries must be an int >= 0, got {max_retries!r}"
             raise ValueError(msg)
         if not self.queue:
             msg = "JobOpts.queue must be a non-empty string"

@@ -357,7 +357,8 @@ class MemoryResults:
         if w.version is not None:
             current = self._live(w.key, now)
             if current is not None and current.version is not None and current.version >= w.version:
-                return False
+                # The same value at the same version is this write replayed: it happened.
+                return current.version == w.version and current.value == w.value
         if w.persist:
             self._data.pop(w.key, None)
             self._kept[w.key] = _Entry(w.value, w.version, None)
@@ -389,15 +390,18 @@ class MemoryResults:
             now = self._clock()
             done = [self._write(w, now) for w in writes]
             expires = None if self.expiry is None else now + self.expiry
-            if expires is not None and expires < self._sweep_at and (success or failed):
+            # A write's own list entry only if the write happened, then the ids listed regardless.
+            ok = [w.success for w, happened in zip(writes, done, strict=True) if happened and w.success]
+            no = [w.failed for w, happened in zip(writes, done, strict=True) if happened and w.failed]
+            if expires is not None and expires < self._sweep_at and (ok or no or success or failed):
                 self._sweep_at = expires
-            for name, ids in (("success", success), ("failed", failed)):
+            for name, ids in (("success", ok), ("failed", no), ("success", success), ("failed", failed)):
                 listed = self._lists[name]
                 for id_ in ids:
                     listed[id_] = expires
                     listed.move_to_end(id_)  # re-adding moves the id to the end (newest)
             self._sweep(now)
-            watches = [w for id_ in (*success, *failed) for w in self._watches.get(id_, ())] if self._watches else []
+            watches = [w for id_ in (*ok, *no, *success, *failed) for w in self._watches.get(id_, ())] if self._watches else []
         for watch in watches:
             watch.notify()
         return done

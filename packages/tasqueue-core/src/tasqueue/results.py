@@ -6,7 +6,11 @@ jobs). The store owns retention: keys and list entries expire after the store's 
 
 Versioned writes let a job's status only move forward: the core gives each status write a
 ``version`` that grows with the job's progress, and a store keeps the higher one, so a late
-write from a worker that lost its lease never overwrites what another worker finished.
+write from a worker that lost its lease never overwrites what another worker finished. The
+status write is also the fence of everything else an outcome does: its success/failed list
+entry rides on the write (``Write.success`` / ``Write.failed``) and is added only if the write
+happens, in the same atomic step where the store allows it, and the worker publishes a job's
+follow-ups only once its status write happened.
 """
 
 from __future__ import annotations
@@ -33,12 +37,20 @@ class Write(msgspec.Struct, frozen=True):
             (``0`` therefore means "only if absent"). A write without a version always
             happens and leaves the key unversioned (which counts as lowest).
         persist: Keep the key until it is deleted, instead of for the store's expiry.
+        success: An id to add to the success list if (and only if) this write happens.
+        failed: An id to add to the failed list if (and only if) this write happens.
+
+    A versioned write "happens" when it is applied, and also when the key already holds this
+    very value at this very version: a batch replayed after a lost reply reports the writes
+    it made the first time as made (and their list entries stay added once).
     """
 
     key: str
     value: bytes
     version: int | None = None
     persist: bool = False
+    success: str = ""
+    failed: str = ""
 
 
 @runtime_checkable
@@ -74,8 +86,10 @@ class Results(Protocol):
     ) -> list[bool]:
         """Apply ``writes`` in order, then add ids to the success and failed lists.
 
-        Returns, per write, whether it happened. This is the worker's hot path: a good
-        implementation does it all in one round trip.
+        Returns, per write, whether it happened (see ``Write``); a write's own ``success`` /
+        ``failed`` id goes on its list only if it did, atomically with it where the store
+        allows. ``success`` and ``failed`` here are added whatever the writes did. This is the
+        worker's hot path: a good implementation does it all in one round trip.
         """
         ...
 

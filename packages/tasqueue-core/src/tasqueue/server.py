@@ -1,7 +1,7 @@
 """``Server``: registers tasks, enqueues jobs, groups and chains, answers queries, runs the worker.
 
-The producer half lives here (enqueue → results store → broker); the consumer half, what
-happens to a job once a worker fetches it, is in ``_worker.py``.
+The producer's path (message → record → broker) is ``_publisher.py``; the consumer half, what
+happens to a job once a worker fetches it, starts in ``_worker.py``.
 """
 
 from __future__ import annotations
@@ -10,29 +10,29 @@ import asyncio
 import logging
 import os
 import signal
-import sys
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 import msgspec
 
-from tasqueue import _recurring, _schedule, _waiting
+from tasqueue import _recurring, _waiting
 from tasqueue._clock import Clock, SystemClock
 from tasqueue._codec import DecodeErrors, decode_chain, decode_group, decode_job, encode
-from tasqueue._keys import chain_key, derived_id, group_key, job_key, new_id, result_key, schedule_key
-from tasqueue._presence import note_schedules
+from tasqueue._keys import chain_key, group_key, job_key, new_id, result_key, schedule_key
+from tasqueue._options import Options
+from tasqueue._publisher import Publisher
 from tasqueue._typed import Codec
-from tasqueue.broker import Broker, Envelope
-from tasqueue.errors import BrokerError, ConfigurationError, NotFoundError, TasqueueError
+from tasqueue._worker import Worker
+from tasqueue.broker import Broker
+from tasqueue.errors import ConfigurationError, NotFoundError
 from tasqueue.handles import TaskDecorator
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, Group, Job
 from tasqueue.messages import ChainMessage, GroupMessage, JobMessage, JobStatus
 from tasqueue.middleware import Middleware, compose_enqueue
 from tasqueue.plugins import PluginHost
-from tasqueue.results import Results, Write
-from tasqueue.tasks import Handler, TaskOpts, is_async_callable
+from tasqueue.results import Results
+from tasqueue.tasks import Handler, QueueConfig, RegisteredTask, TaskOpts, is_async_callable
 
 if TYPE_CHECKING:
     from tasqueue.sync import BlockingServer
@@ -42,20 +42,6 @@ __all__ = ["Server"]
 T = TypeVar("T")
 
 _TERMINAL = frozenset({JobStatus.SUCCESSFUL, JobStatus.FAILED})
-
-
-@dataclass(frozen=True, slots=True)
-class RegisteredTask:
-    name: str
-    handler: Handler
-    opts: TaskOpts
-    is_async: bool
-
-
-@dataclass(slots=True)
-class QueueConfig:
-    concurrency: int
-    explicit: bool
 
 
 class Server:
@@ -101,24 +87,31 @@ class Server:
         fetch_timeout: float = 5.0,
         unknown_task_timeout: float = 60.0,
     ) -> None:
-        if shutdown_timeout < 0:
-            msg = f"shutdown_timeout must be >= 0 seconds, got {shutdown_timeout}"
-            raise ValueError(msg)
-        if max_stalls < 0:
-            msg = f"max_stalls must be >= 0, got {max_stalls}"
-            raise ValueError(msg)
-        self._logger = logger
+        # Checked before anything is built, so that a wrong option fails at the line that gave it.
+        options = Options(
+            backoff=Backoff() if backoff is None else backoff,
+            shutdown_timeout=shutdown_timeout,
+            max_stalls=max_stalls,
+            fetch_timeout=fetch_timeout,
+            unknown_task_timeout=unknown_task_timeout,
+        )
+        given: tuple[object, ...] = tuple(middleware)  # checked at run time: callers are not always type-checked
+        for mw in given:
+            if not isinstance(mw, Middleware):
+                msg = f"middleware must be tasqueue.Middleware instances, got {type(mw).__name__}"
+                raise TypeError(msg)
+        self._worker_log = logger or logging.getLogger("tasqueue.worker")
         self.log = logger or logging.getLogger("tasqueue.server")
         self._plugins = PluginHost(plugins, load_entrypoints=load_entrypoints)
         self.broker, self.results = self._plugins.backends(broker, results)
-        self.backoff = backoff or Backoff()
-        self.shutdown_timeout = float(shutdown_timeout)
-        self.max_stalls = max_stalls
-        self.fetch_timeout = float(fetch_timeout)
-        self.unknown_task_timeout = float(unknown_task_timeout)
+        self.backoff = options.backoff
+        self.shutdown_timeout = float(options.shutdown_timeout)
+        self.max_stalls = options.max_stalls
+        self.fetch_timeout = float(options.fetch_timeout)
+        self.unknown_task_timeout = float(options.unknown_task_timeout)
         self.tasks: dict[str, RegisteredTask] = {}
         self.queues: dict[str, QueueConfig] = {}
-        self._worker: Any = None  # the running _worker.Worker, if any
+        self._worker: Worker | None = None
         #: Registers a task and returns its ``TaskHandle``: ``@srv.task``, ``@srv.task("add", queue="q1")``.
         self.task = TaskDecorator(self)
         #: Schedules declared with ``schedule()``, by name; a starting worker makes the store match them.
@@ -126,9 +119,10 @@ class Server:
         #: Where the Server reads the time (``tasqueue.testing`` swaps in a clock it controls).
         self.clock: Clock = SystemClock()
         self._sync: BlockingServer | None = None
+        self._publisher = Publisher(self)
         # Last, so that plugins registering middleware see a fully built Server.
         self.middleware: tuple[Middleware, ...] = (*middleware, *self._plugins.middleware(self))
-        self._enqueue_messages = compose_enqueue(self.middleware, self._store_and_publish)
+        self._enqueue_messages = compose_enqueue(self.middleware, self._publisher.store_and_publish)
 
     # ---- tasks ---------------------------------------------------------------------------
 
@@ -183,18 +177,18 @@ class Server:
         """
         if job.opts.schedule:
             return await _recurring.start(self, job)
-        return (await self._enqueue_messages([self._message(job)]))[0]
+        return (await self._enqueue_messages([self._publisher.message(job)]))[0]
 
     async def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
         """Enqueue several jobs with as few round trips as the backends allow; return their ids."""
         if any(job.opts.schedule for job in jobs):
             return [await self.enqueue(job) for job in jobs]
-        return await self._enqueue_messages([self._message(job) for job in jobs])
+        return await self._enqueue_messages([self._publisher.message(job) for job in jobs])
 
     async def enqueue_group(self, group: Group) -> str:
         """Enqueue every job of ``group``; return the group id for ``get_group``."""
         group_id = group.opts.id or new_id()
-        messages = [self._message(job, group_id=group_id) for job in group.jobs]
+        messages = [self._publisher.message(job, group_id=group_id) for job in group.jobs]
         doc = GroupMessage(id=group_id, job_status={m.id: JobStatus.QUEUED for m in messages})
         await self.results.set(group_key(group_id), encode(doc))
         await self._undo_on_error(self._enqueue_messages(messages), group_key(group_id))
@@ -208,7 +202,7 @@ class Server:
             # The chain's next job is always the first follow-up, which is how get_chain walks it.
             linked = job if linked is None else msgspec.structs.replace(job, on_success=(linked, *job.on_success))
         assert linked is not None  # Chain guarantees at least two jobs
-        first = self._message(linked, chain_id=chain_id)
+        first = self._publisher.message(linked, chain_id=chain_id)
         await self.results.set(chain_key(chain_id), encode(ChainMessage(id=chain_id, job_id=first.id)))
         await self._undo_on_error(self._enqueue_messages([first]), chain_key(chain_id))
         return chain_id
@@ -240,170 +234,6 @@ class Server:
             msg = f"no active schedule {schedule_id!r} (never created, or already cancelled)"
             raise NotFoundError(msg)
         await self.results.delete([key])
-
-    def _message(
-        self,
-        job: Job,
-        *,
-        id: str | None = None,
-        group_id: str = "",
-        chain_id: str = "",
-        prev_job_result: bytes | None = None,
-        schedule_id: str = "",
-    ) -> JobMessage:
-        """The message a new job starts life as.
-
-        ``id`` (a follow-up's or a cron run's derived id) is also written into the job's options,
-        so that ``job.opts.id is None`` exactly when tasqueue made the id up.
-        """
-        opts = job.opts
-        if id is not None and opts.id != id:
-            opts = msgspec.structs.replace(opts, id=id)
-            job = msgspec.structs.replace(job, opts=opts)
-        job_id = opts.id or new_id()
-        now = self.clock.now()
-        if opts.schedule and not schedule_id:
-            # A new schedule: its first run comes at the first fire time (not before any eta).
-            schedule_id = job_id
-            first = _schedule.next_fire(opts.schedule, max(now, opts.eta or now))
-            job = msgspec.structs.replace(job, opts=msgspec.structs.replace(opts, eta=first))
-        return JobMessage(
-            id=job_id,
-            queue=opts.queue,
-            schedule=opts.schedule,
-            max_retry=self._max_retries(job),
-            prev_job_result=prev_job_result,
-            enqueued_at=now,
-            schedule_id=schedule_id,
-            group_id=group_id,
-            chain_id=chain_id,
-            job=job,
-        )
-
-    def _max_retries(self, job: Job) -> int:
-        if job.opts.max_retries is not None:
-            return job.opts.max_retries
-        task = self.tasks.get(job.task)
-        return (task.opts.max_retries if task is not None else None) or 0
-
-    def _follow_ups(self, parent: JobMessage, jobs: Sequence[Job], kind: str, result: bytes | None) -> list[JobMessage]:
-        """Messages for a finished job's ``on_success`` / ``on_error`` jobs, with stable ids."""
-        return [
-            self._message(
-                job,
-                id=job.opts.id or derived_id(parent.id, kind, n),
-                chain_id=parent.chain_id if n == 0 and kind == "on_success" else "",
-                prev_job_result=result,
-            )
-            for n, job in enumerate(jobs)
-        ]
-
-    def _next_run(self, run: JobMessage) -> JobMessage:
-        """The message of a schedule's run after ``run``; the same one however often it is asked for."""
-        now = self.clock.now()
-        fired = run.job.opts.eta or now
-        at = _schedule.next_fire(run.schedule, max(now, fired))
-        job = msgspec.structs.replace(run.job, opts=msgspec.structs.replace(run.job.opts, eta=at))
-        return self._message(job, id=derived_id(run.schedule_id, "run", at.isoformat()), schedule_id=run.schedule_id)
-
-    async def _store_and_publish(self, messages: Sequence[JobMessage]) -> list[str]:
-        """Store each message as ``queued`` and publish it; return the ids.
-
-        Ids that tasqueue generated cannot be stored already, so their records and their publish
-        go out at once (one round trip of waiting, not two). An id given by the caller, or
-        derived (follow-ups, cron runs), is an idempotency key: it is stored first, and an id
-        already stored is not published again (see ``_store_then_publish``).
-
-        If publishing fails, the records just written are deleted again, so no ``queued`` job
-        is left behind that no broker holds.
-        """
-        if not messages:
-            return []
-        data = [encode(m) for m in messages]
-        writes = [Write(job_key(m.id), d, version=0) for m, d in zip(messages, data, strict=True)]
-        writes += [
-            Write(schedule_key(m.id), d, persist=True) for m, d in zip(messages, data, strict=True) if m.schedule_id == m.id
-        ]
-        if all(m.job.opts.id is None for m in messages):
-            await self._store_and_publish_new(messages, data, writes)
-        else:
-            await self._store_then_publish(messages, data, writes)
-        if any(m.schedule_id for m in messages):
-            await note_schedules(self.broker, messages, self.log)
-        return [m.id for m in messages]
-
-    async def _store_and_publish_new(self, messages: Sequence[JobMessage], data: list[bytes], writes: list[Write]) -> None:
-        # A worker may run a job before its "queued" record lands: that write is "only if
-        # absent", so it never overwrites what the worker recorded.
-        publishing = _start_task(self._publish(messages, data))
-        stored: Exception | None = None
-        try:
-            await self.results.set_many(writes)
-        except asyncio.CancelledError:
-            publishing.cancel()
-            raise
-        except Exception as exc:  # the publish decides the outcome; see below
-            stored = exc
-        try:
-            await publishing
-        except BaseException:
-            if stored is None:
-                await asyncio.shield(self._forget(messages))
-            raise
-        if stored is not None:
-            # The broker has the jobs and they will run; raising would invite the caller to
-            # enqueue them again. Their status appears once a worker records it.
-            self.log.error(
-                "enqueued %d job(s) but could not store their records (%s); their status appears when a worker runs them",
-                len(messages),
-                stored,
-            )
-
-    async def _store_then_publish(self, messages: Sequence[JobMessage], data: list[bytes], writes: list[Write]) -> None:
-        written = await self.results.set_many(writes)
-        fresh = [m for m, ok in zip(messages, written, strict=False) if ok]
-        # An id that exists is someone's earlier enqueue. If that one still says queued, its
-        # publish may have been lost (a crash in between): publish again; brokers skip ids they hold.
-        dupes = [m for m, ok in zip(messages, written, strict=False) if not ok]
-        republish: set[str] = set()
-        if dupes:
-            stored = await self.results.get_many([job_key(m.id) for m in dupes])
-            for m, raw in zip(dupes, stored, strict=True):
-                if raw is not None and _status_of(raw) is JobStatus.QUEUED:
-                    republish.add(m.id)
-            self.log.debug("enqueue skipped %d job(s) whose id already exists", len(dupes) - len(republish))
-        chosen = [(m, d) for m, d, ok in zip(messages, data, written, strict=False) if ok or m.id in republish]
-        try:
-            await self._publish([m for m, _ in chosen], [d for _, d in chosen])
-        except BaseException:
-            if fresh:
-                await asyncio.shield(self._forget(fresh))
-            raise
-
-    async def _publish(self, messages: Sequence[JobMessage], data: Sequence[bytes]) -> None:
-        """Publish encoded messages to their queues, each held until its ``eta``."""
-        by_queue: dict[str, list[Envelope]] = {}
-        now = self.clock.now()
-        for m, d in zip(messages, data, strict=True):
-            eta = m.job.opts.eta
-            delay = (eta - now).total_seconds() if eta is not None else 0.0
-            by_queue.setdefault(m.queue, []).append(Envelope(m.id, d, max(delay, 0.0)))
-        try:
-            for queue, envelopes in by_queue.items():
-                await self.broker.enqueue(queue, envelopes)
-        except TasqueueError:
-            raise
-        except Exception as exc:
-            msg = f"could not publish {len(messages)} job(s): {exc}"
-            raise BrokerError(msg) from exc
-
-    async def _forget(self, messages: Sequence[JobMessage]) -> None:
-        # A schedule's marker goes too: left behind, it would make every later start a no-op.
-        keys = [job_key(m.id) for m in messages] + [schedule_key(m.id) for m in messages if m.schedule_id == m.id]
-        try:
-            await self.results.delete(keys)
-        except Exception:
-            self.log.exception("could not delete the records of %d job(s) whose publish failed", len(messages))
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -471,10 +301,12 @@ class Server:
         return await _waiting.result(self, job_id, decode, timeout=timeout)
 
     async def get_group(self, group_id: str) -> GroupMessage:
-        """A group's status, recomputed from its jobs: failed if one failed, successful if all did."""
+        """A group's status, recomputed from its jobs: failed if one failed, successful if all did.
+
+        A failed group's other jobs go on, and their statuses keep moving here until every job
+        has finished; only then is the stored document final.
+        """
         doc = await self._load(group_key(group_id), decode_group, "group", group_id)
-        if doc.status in _TERMINAL:
-            return doc
         open_ids = [i for i, s in doc.job_status.items() if s not in _TERMINAL]
         statuses = dict(doc.job_status)
         for job_id, raw in zip(open_ids, await self.results.get_many([job_key(i) for i in open_ids]), strict=True):
@@ -488,7 +320,7 @@ class Server:
         else:
             status = JobStatus.PROCESSING
         updated = GroupMessage(id=doc.id, status=status, job_status=statuses)
-        if updated != doc:
+        if open_ids and updated != doc:
             await self.results.set(group_key(group_id), encode(updated))
         return updated
 
@@ -535,20 +367,38 @@ class Server:
         ``shutdown_timeout`` and hands the rest back to the broker without counting a retry.
         A second signal skips the wait.
         """
-        from tasqueue._worker import Worker
-
         if not self.tasks:
             msg = "no tasks are registered: register handlers with register_task() or @srv.task before start()"
             raise ConfigurationError(msg)
         if self._worker is not None:
             msg = "this Server's worker is already running"
             raise RuntimeError(msg)
-        await _recurring.sync(self)
-        worker = self._worker = Worker(self)
+        syncing = await _recurring.start_sync(self)
+        options = Options(
+            backoff=self.backoff,
+            shutdown_timeout=self.shutdown_timeout,
+            max_stalls=self.max_stalls,
+            fetch_timeout=self.fetch_timeout,
+            unknown_task_timeout=self.unknown_task_timeout,
+        )
+        worker = self._worker = Worker(
+            broker=self.broker,
+            results=self.results,
+            tasks=self.tasks,
+            queues=self.queues,
+            middleware=self.middleware,
+            publisher=self._publisher,
+            enqueue=self._enqueue_messages,
+            options=options,
+            clock=self.clock,
+            log=self._worker_log,
+        )
         installed = self._install_signals(worker) if handle_signals else []
         try:
             await worker.run()
         finally:
+            if syncing is not None:
+                syncing.cancel()
             loop = asyncio.get_running_loop()
             for sig in installed:
                 loop.remove_signal_handler(sig)
@@ -595,7 +445,7 @@ class Server:
         """The event loop the worker runs on, while it runs."""
         return None if self._worker is None else self._worker.loop
 
-    def _install_signals(self, worker: Any) -> list[signal.Signals]:
+    def _install_signals(self, worker: Worker) -> list[signal.Signals]:
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -620,17 +470,6 @@ class Server:
 
     def __repr__(self) -> str:
         return f"Server(broker={type(self.broker).__name__}, results={type(self.results).__name__}, tasks={self.get_tasks()})"
-
-
-def _start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-    """Run ``coro`` as a task; from Python 3.12 eagerly, up to its first real wait.
-
-    A publish to an in-process backend, which never waits, then finishes without a trip through
-    the event loop, which is most of what such a task costs.
-    """
-    if sys.version_info >= (3, 12):
-        return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)
-    return asyncio.create_task(coro)
 
 
 class _StatusOnly(msgspec.Struct):

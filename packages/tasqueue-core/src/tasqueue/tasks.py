@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from tasqueue.errors import JobCancelledError
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, seconds
 
 if TYPE_CHECKING:
@@ -21,6 +22,9 @@ __all__ = [
     "ErrorCallback",
     "Handler",
     "JobCtx",
+    "QueueConfig",
+    "RegisteredTask",
+    "RunState",
     "SyncHandler",
     "TaskOpts",
 ]
@@ -68,12 +72,18 @@ class TaskOpts:
     failed_cb: ErrorCallback | None = None
 
     def __post_init__(self) -> None:
-        if self.concurrency is not None and (not isinstance(self.concurrency, int) or self.concurrency < 1):
+        concurrency = self.concurrency
+        if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
             msg = f"TaskOpts.concurrency must be an int >= 1, got {self.concurrency!r}"
             raise ValueError(msg)
-        if not self.queue:
-            msg = "TaskOpts.queue must be a non-empty string"
+        if not self.queue or not isinstance(self.queue, str):
+            msg = f"TaskOpts.queue must be a non-empty string, got {self.queue!r}"
             raise ValueError(msg)
+        for name in ("success_cb", "processing_cb", "retrying_cb", "failed_cb"):
+            fn = getattr(self, name)
+            if fn is not None and not callable(fn):
+                msg = f"TaskOpts.{name} must be callable (sync or async), got {type(fn).__name__}"
+                raise TypeError(msg)
         if self.max_retries is not None and (not isinstance(self.max_retries, int) or self.max_retries < 0):
             msg = f"TaskOpts.max_retries must be an int >= 0, got {self.max_retries!r}"
             raise ValueError(msg)
@@ -85,37 +95,68 @@ def is_async_callable(fn: object) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004 - we need the method, not callable()
 
 
+@dataclass(frozen=True, slots=True)
+class RegisteredTask:
+    """A handler registered under a task name, with its options."""
+
+    name: str
+    handler: Handler
+    opts: TaskOpts
+    is_async: bool
+
+
+@dataclass(slots=True)
+class QueueConfig:
+    """How many jobs of one queue a worker runs at once; ``explicit`` if a task asked for it."""
+
+    concurrency: int
+    explicit: bool
+
+
+class RunState:
+    """The engine's side of one run, which a ``JobCtx`` reads: cancelled yet, result so far.
+
+    A plain object with plain attributes: the worker sets them on the event loop and a sync
+    handler's thread reads them (one attribute store is atomic).
+    """
+
+    __slots__ = ("cancelled", "loop", "saved")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.cancelled = False
+        self.saved: bytes | None = None
+        self.loop = loop
+
+
 class JobCtx:
     """What a handler gets besides its payload: the job's ``meta``, saving results, cancellation.
 
     ``ctx.meta`` is the job's ``JobMessage`` (a ``Meta``) as of this run. ``await ctx.save(b)``
     stores ``b`` as the job's result right away (handlers may also just return bytes).
-    ``ctx.cancelled`` turns true when the run is cancelled (timeout, shutdown, lost lease):
-    async handlers see ``asyncio.CancelledError``; sync handlers, which run in a thread and
-    cannot be interrupted, should poll it in long loops.
+    ``ctx.cancelled`` turns true when the run is cancelled (timeout, shutdown, lost lease),
+    before the handler sees it: async handlers get ``asyncio.CancelledError``; sync handlers,
+    which run in a thread and cannot be interrupted, should poll it in long loops. A cancelled
+    run saves nothing more: ``save`` then raises ``JobCancelledError``.
     """
 
-    __slots__ = ("_cancelled", "_loop", "_result_key", "_results", "_saved", "meta")
+    __slots__ = ("_result_key", "_results", "_state", "meta")
 
-    def __init__(self, meta: JobMessage, results: Results, result_key: str) -> None:
+    def __init__(self, meta: JobMessage, results: Results, result_key: str, state: RunState | None = None) -> None:
         self.meta = meta
         self._results = results
         self._result_key = result_key
-        self._saved: bytes | None = None
-        # A plain flag: set on the loop, read by a handler's thread; one attribute store is atomic.
-        self._cancelled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._state = state or RunState()
 
     @property
     def cancelled(self) -> bool:
         """True once this run has been cancelled (timeout, shutdown, or its lease was lost)."""
-        return self._cancelled
+        return self._state.cancelled
 
     @property
     def saved(self) -> bytes | None:
         """This run's result so far: the last bytes given to ``save``, or, once the handler has
         returned bytes (in ``success_cb``), those."""
-        return self._saved
+        return self._state.saved
 
     async def save(self, result: bytes) -> None:
         """Store ``result`` as this job's result now; the next chain job sees the last one saved."""
@@ -123,21 +164,24 @@ class JobCtx:
         if not isinstance(value, bytes):
             msg = f"ctx.save takes bytes, got {type(value).__name__}"
             raise TypeError(msg)
+        self._refuse_if_cancelled()
         await self._results.set(self._result_key, result)
-        self._saved = result
+        self._refuse_if_cancelled()  # cancelled while the write travelled: not this run's result
+        self._state.saved = result
 
     def save_sync(self, result: bytes) -> None:
         """``save`` for sync handlers, which run in a worker thread; blocks until stored."""
-        if self._loop is None:
+        loop = self._state.loop
+        if loop is None:
             msg = "ctx.save_sync is for sync handlers running in a worker thread; use `await ctx.save(...)`"
             raise RuntimeError(msg)
-        asyncio.run_coroutine_threadsafe(self.save(result), self._loop).result()
+        self._refuse_if_cancelled()
+        asyncio.run_coroutine_threadsafe(self.save(result), loop).result()
 
-    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
-    def _cancel(self) -> None:
-        self._cancelled = True
+    def _refuse_if_cancelled(self) -> None:
+        if self._state.cancelled:
+            msg = f"job {self.meta.id} was cancelled (timeout, shutdown or a lost lease); a cancelled run saves no result"
+            raise JobCancelledError(msg)
 
     def __repr__(self) -> str:
         return f"JobCtx(id={self.meta.id!r}, task={self.meta.job.task!r}, status={self.meta.status!s})"

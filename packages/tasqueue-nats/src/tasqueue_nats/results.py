@@ -195,6 +195,20 @@ class NatsResults:
             results = await self._apply([writes[i] for i in wave], lists if n == len(waves) - 1 else [])
             for i, ok in zip(wave, results, strict=True):
                 done[i] = ok
+        # A write's own list entry follows it once it happened: NATS has no step that spans two
+        # subjects, so the entry comes right after (a crash in between leaves the job unlisted,
+        # never listed by a writer whose status write lost).
+        fenced = [
+            Request(self._ok + token(w.success), w.success.encode())
+            for w, ok in zip(writes, done, strict=True)
+            if ok and w.success
+        ]
+        fenced += [
+            Request(self._no + token(w.failed), w.failed.encode()) for w, ok in zip(writes, done, strict=True) if ok and w.failed
+        ]
+        if fenced:
+            await self._send(fenced)
+            self._check_all(fenced)
         return done
 
     def _check_all(self, requests: Sequence[Request]) -> None:
@@ -266,7 +280,8 @@ class NatsResults:
             version = p.write.version
             assert version is not None
             if current is not None and current >= version:
-                p.done = False
+                # The same value at the same version is this write replayed: it happened.
+                p.done = current == version and r.reply.data == p.write.value
             else:
                 p.expect = seq
             return

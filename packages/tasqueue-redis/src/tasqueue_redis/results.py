@@ -184,7 +184,8 @@ class RedisResults:
                 part = writes[start : start + _CHUNK]
                 done += await self.set_many(part, success=success if last else (), failed=failed if last else ())
             return done
-        if len(writes) == 1 and not (success or failed or self._cluster) and (writes[0].version or 0) == 0:
+        lone = writes[0] if len(writes) == 1 and not (success or failed or self._cluster) else None
+        if lone is not None and (lone.version or 0) == 0 and not (lone.success or lone.failed):
             # One plain or "only if absent" write (every enqueue makes one): a bare SET costs Redis
             # a fraction of a script call. A refused SET NX may still be a win over an
             # unversioned value, so that case alone goes on to the script.
@@ -202,22 +203,30 @@ class RedisResults:
                 raise ResultsError(msg) from exc
         keys: list[str] = []
         values: list[Any] = []
+        listed = {"s": False, "f": False}
         for w in writes:
             keys.append(self._prefix + w.key)
             mode = ("u" if w.version is None else "v") if not w.persist else ("U" if w.version is None else "V")
+            # A write's own list entry rides on its mode, so that it is added only if the write happens.
+            if w.success:
+                mode, listed["s"] = f"{mode}s{w.success}", True
+            elif w.failed:
+                mode, listed["f"] = f"{mode}f{w.failed}", True
             values += (mode, _header(w.version) + w.value)
         try:
             if self._cluster:
-                return await self._set_many_cluster(keys, values, success, failed)
+                return await self._set_many_cluster(writes, keys, values, success, failed)
             lists: list[str] = []
             tail: list[Any] = []
-            for list_key, ids in ((self._success, success), (self._failed, failed)):
-                if ids:
+            for name, list_key, ids in (("s", self._success, success), ("f", self._failed, failed)):
+                if ids or listed[name]:
                     lists.append(list_key)
-                    tail += (len(ids), *ids)
+                    tail += (name, len(ids), *ids)
             args = [self._px, self._list_ttl_us, self._limit, len(keys), *values, *tail]
-            if self._finishes is not None and (success or failed):
-                reply = await self._set_and_announce(keys + lists, args, [*success, *failed])
+            if self._finishes is not None and lists:
+                # Waiters only wake and read again: announcing a write that lost is harmless.
+                mine = [w.success or w.failed for w in writes if w.success or w.failed]
+                reply = await self._set_and_announce(keys + lists, args, [*mine, *success, *failed])
             else:
                 reply = await _lua.RESULTS_SET(self._client, keys + lists, args, self._exec)
         except RedisError as exc:
@@ -267,30 +276,45 @@ class RedisResults:
             await watching.__aexit__(None, None, None)
 
     async def _set_many_cluster(
-        self, keys: list[str], values: list[Any], success: Sequence[str], failed: Sequence[str]
+        self, writes: Sequence[Write], keys: list[str], values: list[Any], success: Sequence[str], failed: Sequence[str]
     ) -> list[bool]:
-        """One pipeline of single-key scripts: keys of one batch live on different nodes."""
-        calls: list[tuple[Any, ...]] = []
+        """Pipelines of single-key scripts: keys of one batch live on different nodes.
+
+        A write's own list entry cannot share its atomic step here (the lists live elsewhere):
+        it is added in a second pipeline, once the write is known to have happened.
+        """
         head = [self._px, self._list_ttl_us, self._limit]
-        for i, key in enumerate(keys):
-            calls.append(_lua.RESULTS_SET.args([key], [*head, 1, values[2 * i], values[2 * i + 1]]))
-        for list_key, ids in ((self._success, success), (self._failed, failed)):
-            if ids:
-                calls.append(_lua.RESULTS_SET.args([list_key], [*head, 0, len(ids), *ids]))
+        calls = [_lua.RESULTS_SET.args([key], [*head, 1, values[2 * i], values[2 * i + 1]]) for i, key in enumerate(keys)]
+        replies = await self._pipeline(calls)
+        done = [r == b"1" for r in replies]
+        success = [*(w.success for w, ok in zip(writes, done, strict=True) if ok and w.success), *success]
+        failed = [*(w.failed for w, ok in zip(writes, done, strict=True) if ok and w.failed), *failed]
+        lists = [
+            _lua.RESULTS_SET.args([list_key], [*head, 0, name, len(ids), *ids])
+            for name, list_key, ids in (("s", self._success, success), ("f", self._failed, failed))
+            if ids
+        ]
+        if lists:
+            await self._pipeline(lists)
+        return done
+
+    async def _pipeline(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        if not calls:
+            return []
         for attempt in range(2):
             try:
                 async with self._client.pipeline(transaction=False) as pipe:
                     for call in calls:
                         pipe.execute_command(*call)
-                    replies = await pipe.execute()
-                break
+                    replies: list[Any] = await pipe.execute()
+                return replies
             except NoScriptError:
                 # A node restarted or joined since the script was loaded. Everything in the
                 # pipeline is safe to run twice, so load it everywhere and go again.
                 if attempt:
                     raise
                 await _lua.RESULTS_SET.load(self._client)
-        return [r == b"1" for r in replies[: len(keys)]]
+        raise AssertionError("unreachable")
 
     async def delete(self, keys: Sequence[str], *, ids: Sequence[str] = ()) -> None:
         try:

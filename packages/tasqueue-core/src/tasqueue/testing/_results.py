@@ -93,6 +93,29 @@ class ResultsSuite(ResultsFixtures):
         assert await results.get_success() == ["j1", "j2"]
         assert await results.get_failed() == ["j3"]
 
+    async def test_a_writes_list_entry_is_added_only_if_the_write_happens(self, results: Results) -> None:
+        # The fence of an outcome: a worker whose status write is refused lists nothing.
+        done = await results.set_many(
+            [Write("job:a", b"done", version=5, success="a"), Write("job:b", b"done", version=5, failed="b")]
+        )
+        assert done == [True, True]
+        stale = await results.set_many(
+            [Write("job:a", b"stale", version=5, failed="a"), Write("job:b", b"stale", version=4, success="b")],
+            success=["listed-anyway"],
+        )
+        assert stale == [False, False]
+        assert await results.get_success() == ["a", "listed-anyway"]
+        assert await results.get_failed() == ["b"]
+        assert await results.get_many(["job:a", "job:b"]) == [b"done", b"done"]
+
+    async def test_a_replayed_write_counts_as_happened(self, results: Results) -> None:
+        # A batch resent after a lost reply must not look refused to the worker that sent it.
+        first = [Write("job:r", b"final", version=7, success="r"), Write("result:r", b"x")]
+        assert await results.set_many(first) == [True, True]
+        assert await results.set_many(first) == [True, True]
+        assert await results.set_many([Write("job:r", b"other", version=7, success="r2")]) == [False]
+        assert await results.get_success() == ["r"]
+
     async def test_set_many_with_nothing_is_fine(self, results: Results) -> None:
         assert await results.set_many([]) == []
 

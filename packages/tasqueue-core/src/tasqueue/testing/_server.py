@@ -16,7 +16,7 @@ from tasqueue.broker import Broker, Envelope
 from tasqueue.errors import NotFoundError
 from tasqueue.jobs import Backoff, Chain, Group, Job, JobOpts
 from tasqueue.messages import ChainMessage, GroupMessage, JobStatus
-from tasqueue.results import Results
+from tasqueue.results import Results, Write
 from tasqueue.server import Server
 from tasqueue.tasks import JobCtx, TaskOpts
 from tasqueue.testing._common import BrokerFixture, ResultsFixtures, eventually, running
@@ -294,7 +294,9 @@ class ServerSuite(BrokerFixture, ResultsFixtures):
             raise AssertionError("must never run: its workers died too often")
 
         job_id = await server.enqueue(Job("poison", b""))
-        for _ in range(server.max_stalls + 1):  # each fetch that is never settled is one death
+        # Each fetch that is never settled is one death. The first two are nobody's in particular
+        # (the job may have died beside the culprit); after them it runs alone, and deaths count.
+        for _ in range(server.max_stalls + 3):
             (taken,) = await broker.fetch("tasqueue:tasks", 1, timeout=broker.visibility_timeout * 10 + 5)
             assert taken.id == job_id
         async with running(server):
@@ -302,6 +304,59 @@ class ServerSuite(BrokerFixture, ResultsFixtures):
         assert done.status is JobStatus.FAILED
         assert done.prev_err.startswith("WorkerLostError")
         assert done.retried == 0
+
+    async def test_jobs_that_died_beside_a_crashing_one_are_not_parked(self, server: Server, broker: Broker) -> None:
+        # A worker that dies kills every job it runs; only deaths while a job ran alone count.
+        self.capabilities.require("lease_expiry")
+        server.max_stalls = 0
+        beside: list[int] = []
+        running_now = 0
+
+        @server.task("work", concurrency=4)
+        async def work(payload: bytes, ctx: JobCtx) -> None:
+            nonlocal running_now
+            running_now += 1
+            beside.append(running_now)
+            await asyncio.sleep(0.05)  # the work itself: long enough to overlap another run
+            running_now -= 1
+
+        ids = await server.enqueue_many([Job("work", b"%d" % n) for n in range(4)])
+        wait = broker.visibility_timeout * 10 + 5
+        for _ in range(2):  # two deaths of a worker that held all four
+            taken = await broker.fetch("tasqueue:tasks", 4, timeout=wait)
+            while len(taken) < 4:
+                taken += await broker.fetch("tasqueue:tasks", 4 - len(taken), timeout=wait)
+            assert sorted(d.id for d in taken) == sorted(ids)
+        async with running(server):
+            done = [await server.wait(job_id, timeout=wait) for job_id in ids]
+        assert [m.status for m in done] == [JobStatus.SUCCESSFUL] * 4  # none parked, though max_stalls=0
+        assert beside == [1, 1, 1, 1]  # each ran alone, so that a death now would be its own
+        assert all(m.stalls == 2 for m in done)
+
+    async def test_a_worker_that_lost_its_lease_commits_nothing_of_its_outcome(self, server: Server, results: Results) -> None:
+        # Another delivery of the same attempt finished the job first (here: failed it); the run
+        # that finishes second must not list it nor publish its follow-ups.
+        from tasqueue._keys import PHASE_DONE, job_key, status_version
+
+        @server.task("t")
+        async def t(payload: bytes, ctx: JobCtx) -> None:
+            other = msgspec_replace(ctx.meta, status=JobStatus.FAILED, prev_err="RuntimeError: other")
+            version = status_version(0, 0, 2, PHASE_DONE)
+            await results.set_many([Write(job_key(ctx.meta.id), encode(other), version=version, failed=ctx.meta.id)])
+
+        @server.task("child")
+        async def child(payload: bytes, ctx: JobCtx) -> None:
+            raise AssertionError("a follow-up of the losing run must not be published")
+
+        job_id = await server.enqueue(Job("t", b"", on_success=(Job("child", b""),)))
+        async with running(server):
+            await server.wait(job_id, timeout=10)
+            marker = await server.enqueue(Job("t", b""))
+            await server.wait(marker, timeout=10)
+        assert (await server.get_job(job_id)).status is JobStatus.FAILED
+        assert await server.get_success() == []
+        assert sorted(await server.get_failed()) == sorted([job_id, marker])
+        assert await server.get_pending() == []
 
     async def test_a_long_job_keeps_its_lease_and_runs_once(self, server: Server) -> None:
         self.capabilities.require("lease_expiry")

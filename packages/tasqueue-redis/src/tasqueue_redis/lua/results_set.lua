@@ -1,8 +1,10 @@
--- Results writes. KEYS: n value keys, then list keys (success and/or failed ZSETs).
+-- Results writes. KEYS: n value keys, then the list keys (success and/or failed ZSETs) touched.
 -- ARGV: px_ms list_ttl_us list_limit n, then per value key (mode, value), then per list key
--- (count, id...). Values start with a 16-byte decimal version header (-1: unversioned).
+-- ('s' or 'f', count, id...). Values start with a 16-byte decimal version header (-1: unversioned).
 --   mode 'v'/'V': versioned: written only if the key is absent or holds a lower version;
---   mode 'u'/'U': always written. Upper case: persist (no expiry).
+--   mode 'u'/'U': always written. Upper case: persist (no expiry). A mode may go on with
+--   's<id>' or 'f<id>': that id joins the success or failed list if (only if) the write happens,
+--   so a refused status write (a worker that lost its lease) lists nothing.
 -- Versions stay below 2^53, so Lua's doubles compare them exactly. Returns one '1'/'0' per
 -- value key. Replays are harmless: a versioned write does not win twice, a plain one rewrites
 -- the same bytes, a list add moves the id to the end again.
@@ -11,72 +13,94 @@ local list_ttl = tonumber(ARGV[2])
 local list_limit = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
 local out = {}
+-- Ids of the writes that happened, for the list keys (KEYS[n + 1] success, KEYS[n + 2] failed).
+local listed = {s = {}, f = {}}
 local p = 5
 for i = 1, n do
   local mode, value = ARGV[p], ARGV[p + 1]
   p = p + 2
-  local write = true
-  if mode == 'v' or mode == 'V' then
+  local kind = string.sub(mode, 1, 1)
+  local write, happened = true, true
+  if kind == 'v' or kind == 'V' then
     local current = redis.call('GETRANGE', KEYS[i], 0, 15)
     if current ~= '' then
       local have = tonumber(current) or -1
-      if have >= tonumber(string.sub(value, 1, 16)) then
+      local want = tonumber(string.sub(value, 1, 16))
+      if have >= want then
         write = false
+        -- The same value at the same version is this write replayed: it happened.
+        happened = have == want and redis.call('GET', KEYS[i]) == value
       end
     end
   end
   if write then
-    if px > 0 and (mode == 'v' or mode == 'u') then
+    if px > 0 and (kind == 'v' or kind == 'u') then
       redis.call('SET', KEYS[i], value, 'PX', px)
     else
       redis.call('SET', KEYS[i], value)
     end
+  end
+  if happened then
     out[i] = '1'
+    -- A write may carry a list entry: mode 's<id>' or 'f<id>' after its first letter.
+    local list = listed[string.sub(mode, 2, 2)]
+    if list then
+      list[#list + 1] = string.sub(mode, 3)
+    end
   else
     out[i] = '0'
   end
 end
-if #KEYS > n then
+
+local function add(key, ids)
+  if #ids == 0 then
+    return
+  end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  for k = n + 1, #KEYS do
-    local key = KEYS[k]
-    local c = tonumber(ARGV[p])
-    if c > 0 then
-      -- Scores are microseconds, kept increasing so that ids stay in the order they were added.
-      local base = now
-      local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-      if top[2] and tonumber(top[2]) >= base then
-        base = tonumber(top[2]) + 1
-      end
-      local z = {}
-      for j = 1, c do
-        z[#z + 1] = base + j - 1
-        z[#z + 1] = ARGV[p + j]
-      end
-      bulk('ZADD', key, z)
-      -- Trim only when there is something to trim, so that most calls write nothing more.
-      if list_ttl > 0 then
-        local cutoff = now - list_ttl
-        local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-        if oldest[2] and tonumber(oldest[2]) < cutoff then
-          redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('(%.0f', cutoff))
-        end
-        -- An idle store's lists expire whole. The key outlives every entry it holds (each
-        -- add leaves it at least list_ttl to live) yet is renewed only every half list_ttl.
-        local ttl_ms = math.ceil(list_ttl / 1000) + 1000
-        if redis.call('PTTL', key) < ttl_ms then
-          redis.call('PEXPIRE', key, math.ceil(ttl_ms * 1.5))
-        end
-      end
-      if list_limit > 0 then
-        local size = redis.call('ZCARD', key)
-        if size > list_limit then
-          redis.call('ZREMRANGEBYRANK', key, 0, size - list_limit - 1)
-        end
-      end
-    end
-    p = p + 1 + c
+  -- Scores are microseconds, kept increasing so that ids stay in the order they were added.
+  local base = now
+  local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if top[2] and tonumber(top[2]) >= base then
+    base = tonumber(top[2]) + 1
   end
+  local z = {}
+  for j = 1, #ids do
+    z[#z + 1] = base + j - 1
+    z[#z + 1] = ids[j]
+  end
+  bulk('ZADD', key, z)
+  -- Trim only when there is something to trim, so that most calls write nothing more.
+  if list_ttl > 0 then
+    local cutoff = now - list_ttl
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if oldest[2] and tonumber(oldest[2]) < cutoff then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('(%.0f', cutoff))
+    end
+    -- An idle store's lists expire whole. The key outlives every entry it holds (each
+    -- add leaves it at least list_ttl to live) yet is renewed only every half list_ttl.
+    local ttl_ms = math.ceil(list_ttl / 1000) + 1000
+    if redis.call('PTTL', key) < ttl_ms then
+      redis.call('PEXPIRE', key, math.ceil(ttl_ms * 1.5))
+    end
+  end
+  if list_limit > 0 then
+    local size = redis.call('ZCARD', key)
+    if size > list_limit then
+      redis.call('ZREMRANGEBYRANK', key, 0, size - list_limit - 1)
+    end
+  end
+end
+
+-- Per list key: ('s' or 'f', count, id...): the ids added whatever the writes did, after those
+-- of the writes that happened.
+for k = n + 1, #KEYS do
+  local ids = listed[ARGV[p]]
+  local c = tonumber(ARGV[p + 1])
+  for j = 1, c do
+    ids[#ids + 1] = ARGV[p + 1 + j]
+  end
+  p = p + 2 + c
+  add(KEYS[k], ids)
 end
 return table.concat(out)
