@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from tasqueue._keys import new_id
+from tasqueue._outage import Outage
 from tasqueue.control import ControlPlane, Finished, JobState, control_of
 from tasqueue.results import Write
 
@@ -96,11 +97,14 @@ class Presence:
     async def run(self) -> None:
         if self.control is None:
             return
+        outage = Outage(self.worker.log, "reporting to the control plane")
         while True:
             try:
                 await self.beat()
-            except Exception:
-                self.worker.log.warning("could not report to the control plane; retrying next beat", exc_info=True)
+            except Exception as exc:
+                outage.failed(exc)  # one line per change of state, not one per beat
+            else:
+                outage.ok()
             await asyncio.sleep(self.interval)
 
     async def beat(self) -> None:

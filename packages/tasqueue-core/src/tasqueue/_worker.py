@@ -185,8 +185,15 @@ class Worker:
                 try:
                     # The same bytes as new data: a delivery that never ran is no worker death.
                     await self.broker.nack(queue, d, data=d.data)
-                except Exception:
-                    self.log.exception("could not hand back prefetched job %s; it returns when its lease runs out", d.id)
+                except Exception as exc:
+                    # The broker is away: trying the others one by one would only hold up the stop.
+                    self.log.warning(
+                        "could not hand back %d prefetched job(s) of queue %r (%s); they return when their leases run out",
+                        len(buffer) + 1,
+                        queue,
+                        exc,
+                    )
+                    buffer.clear()
 
     def _release_all(self) -> None:
         for task, run in self._runs.items():
