@@ -281,19 +281,20 @@ class Bench:
             while True:
                 try:
                     body = json.dumps({"stream_name": stream, "config": config}).encode()
-                    r = await self.nc.request(f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.count", body)
+                    r = await self.nc.request(f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.count", body, timeout=10)
                     if "error" not in json.loads(r.data):
                         break
                 except Exception:
                     pass
                 await asyncio.sleep(0.1)
             while True:
-                info = json.loads((await self.nc.request(f"$JS.API.CONSUMER.INFO.{stream}.count", b"")).data)
+                info = json.loads((await self.nc.request(f"$JS.API.CONSUMER.INFO.{stream}.count", b"", timeout=10)).data)
                 if info["num_pending"] >= expected:
                     break
                 await asyncio.sleep(0.05)
-        first = await self.nc.request(f"$JS.API.DIRECT.GET.{stream}", json.dumps({"seq": 1, "next_by_subj": subject}).encode())
-        last = await self.nc.request(f"$JS.API.DIRECT.GET.{stream}", json.dumps({"last_by_subj": subject}).encode())
+        get = f"$JS.API.DIRECT.GET.{stream}"
+        first = await self.nc.request(get, json.dumps({"seq": 1, "next_by_subj": subject}).encode(), timeout=10)
+        last = await self.nc.request(get, json.dumps({"last_by_subj": subject}).encode(), timeout=10)
         return _ts(last.headers) - _ts(first.headers)  # type: ignore[arg-type]
 
     async def process(self, n: int, concurrency: int, profile: Path | None = None) -> tuple[float, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,11 @@ async def test_throughput_chart_draws_what_finished_between_samples(stack: Stack
     for job_id in ids:
         await stack.until_status(job_id, "successful")
 
+    async def counted() -> bool:  # all four in the backend's counter, so one sample sees them all
+        return (await stack.inspector.queue(Q)).counts.total_successful == 4
+
+    await eventually(counted)
+
     async def drawn() -> str | None:
         html = (await client.get("/live/queues")).text
         return html if "<title>4 successful, 0 failed</title>" in html else None
@@ -84,6 +90,11 @@ async def test_jobs_pages_follow_the_cursor_to_the_end(stack: Stack) -> None:
         url = match.group(1).replace("&amp;", "&")[len(PREFIX) :] if match else None
     assert pages == 3
     assert sorted(seen) == sorted(made)
+    # The live fragment of a list is the list section alone, polling its own URL.
+    fragment = (await client.get("/live/queues/parked?limit=3")).text
+    assert fragment.startswith('<section id="jobs" data-live')
+    assert f'hx-get="{PREFIX}/live/queues/parked?state=queued&amp;limit=3"' in fragment
+    assert len(ids_on(fragment)) == 3
     # The same pages as JSON, for scripts.
     listed: list[str] = []
     cursor = ""
@@ -142,6 +153,9 @@ async def test_job_page_shows_payload_error_traceback_and_result(stack: Stack) -
     assert "&#34;user&#34;: 7" in html and "json" in html  # payload pretty-printed as JSON
     html = (await client.get(f"/jobs/{good}")).text
     assert 'data-state="successful"' in html
+    fragment = (await client.get(f"/live/jobs/{good}")).text
+    assert fragment.startswith('<section id="job" data-live') and 'data-state="successful"' in fragment
+    assert (await client.get("/health")).text == "ok"
     assert "Result" in html and "&#34;echo&#34;" in html
     missing = await client.get("/jobs/no-such-job")
     assert missing.status_code == 404
@@ -195,7 +209,8 @@ async def test_find_opens_a_job_group_or_chain_by_id(stack: Stack) -> None:
     assert "nothing-here" in missing.text
 
 
-async def test_retry_a_failed_job_and_it_succeeds(stack: Stack) -> None:
+async def test_retry_a_failed_job_and_it_succeeds(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="tasqueue.dashboard")
     job_id = await stack.enqueue("flaky", b"r1")
     await stack.until_status(job_id, "failed")
     await stack.until_indexed(Q, "failed", 1)
@@ -207,6 +222,11 @@ async def test_retry_a_failed_job_and_it_succeeds(stack: Stack) -> None:
     await stack.until_status(job_id, "successful")
     note = await client.get(answer.headers["location"][len(PREFIX) :])
     assert "retried 1 of 1 job" in note.text
+    # Every action is logged, with what it did.
+    assert any(
+        r.name == "tasqueue.dashboard" and "action retry (selected)" in r.getMessage() and "retried 1 of 1" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 async def test_retry_all_matching_asks_with_the_count_then_retries(stack: Stack) -> None:

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from tasqueue import FinishWatch, Inspector, Job, JobCtx, JobFailedError, JobOpts, Server, _waiting
-from tasqueue.testing import running
+from tasqueue.testing import Harness, running
 from tasqueue_redis import RedisBroker, RedisResults
 
 pytestmark = pytest.mark.asyncio
@@ -119,3 +119,21 @@ async def test_declaring_a_schedule_in_three_processes_makes_one_chain(redis_ser
     finally:
         for srv in servers:
             await srv.close()
+
+
+async def test_an_app_built_on_redis_is_tested_on_memory_without_touching_redis() -> None:
+    # The app names a Redis nobody listens on: the harness never uses it, and gives it back.
+    srv = Server("redis://127.0.0.1:1/0", "redis://127.0.0.1:1/0", load_entrypoints=True)
+    broker, results = srv.broker, srv.results
+
+    @srv.task
+    async def add(args: AddArgs) -> int:
+        return args.a + args.b
+
+    async with Harness(srv) as tq:
+        job_id = await add.enqueue(AddArgs(a=1, b=1))
+        await tq.drain()
+        assert await add.result(job_id) == 2
+    assert (srv.broker, srv.results) == (broker, results)
+    assert isinstance(broker, RedisBroker)
+    await srv.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from tasqueue_dashboard._security import (
     mask_secrets,
 )
 
+log = logging.getLogger("tasqueue.dashboard")
 STATIC = Path(__file__).with_name("static")
 STATES = list(JobState)
 #: What each action takes, per state of a job list.
@@ -53,7 +55,7 @@ VERBS_BY_STATE = {
 SINCE = {"5m": 300, "15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
 PAGE_SIZES = (20, 50, 100, 200)
 #: A "matching" count that would read more jobs than this (a task filter on a big state) says "up to".
-EXACT_COUNT_LIMIT = 10_000
+EXACT_COUNT_LIMIT = 2_000
 #: The most jobs a time-filtered bulk action gathers.
 GATHER_LIMIT = 100_000
 MAX_FORM = 1 << 20
@@ -320,6 +322,9 @@ class Dashboard:
             return self.render(request, "error.html", status=400, problem=str(exc), back=back)
         if isinstance(note, Response):
             return note
+        client = request.client.host if request.client else "?"
+        target = f"queue {fields['queue']}" if verb in ("purge", "pause", "resume") else fields.get("scope", "selected")
+        log.info("dashboard action %s (%s) from %s: %s", verb, target, client, note)
         self.cache.clear()
         sep = "&" if "?" in back else "?"
         return RedirectResponse(f"{back}{sep}{urlencode({'note': note})}", status_code=303)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -132,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (" (read-only)" if args.read_only else ""),
         file=sys.stderr,
     )
+    # uvicorn configures its own loggers only; the action log (tasqueue.dashboard) goes to stderr too.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         serve(app, server, host=args.host, port=args.port, root_path=args.root_path)
     except KeyboardInterrupt:  # uvicorn stops, then passes the signal on

@@ -40,6 +40,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
+import tasqueue.broker
 from tasqueue.broker import Delivery, Envelope
 from tasqueue.errors import BrokerError, ConfigurationError
 from tasqueue_nats._client import (
@@ -60,7 +61,7 @@ DEFAULT_VISIBILITY_TIMEOUT = 30.0
 DEFAULT_DUPLICATE_WINDOW = 120.0
 DEFAULT_MAX_ACK_PENDING = 20_000
 #: ``get_pending`` reads at most this many messages per call (one request each).
-PENDING_LIMIT = 10_000
+PENDING_LIMIT = getattr(tasqueue.broker, "PENDING_LIMIT", 1000)
 _MSG_ID = "Nats-Msg-Id"
 _ID = "Tq-Id"  # the job id, when the Nats-Msg-Id is not it (a republished message)
 _DUE = "Tq-Due"  # ms since the epoch, on delayed messages
@@ -101,6 +102,7 @@ class _Queue:
         self.sent_at = 0.0
         self.stale_until = 0.0
         self.promoter: asyncio.Task[None] | None = None
+        self.sub: Any = None  # the subscription of the queue's pull requests
 
 
 class NatsBroker:
@@ -329,7 +331,7 @@ class NatsBroker:
                 if q.count >= q.wanted:
                     q.finished.set()
 
-        await nc.subscribe(q.inbox + ".*", cb=arrived)
+        q.sub = await nc.subscribe(q.inbox + ".*", cb=arrived)
 
     async def _pull_now(self, q: _Queue, batch: int) -> None:
         """Ask for up to ``batch`` messages that are there now; they land in ``q.arrived``."""
@@ -569,6 +571,10 @@ class NatsBroker:
                 q.promoter.cancel()
                 with contextlib.suppress(BaseException):
                     await q.promoter
+            if q.sub is not None:
+                # The connection may live on for a results store that shares it.
+                with contextlib.suppress(Exception):
+                    await q.sub.unsubscribe()
         await self._client.close()
 
 

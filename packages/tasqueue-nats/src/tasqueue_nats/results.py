@@ -40,7 +40,7 @@ DEFAULT_EXPIRY = 86400.0
 _DEFAULT = object()
 _VERSION = "Tq-Version"
 _EXPECT = "Nats-Expected-Last-Subject-Sequence"
-_CACHE = 100_000  # keys whose last sequence a store remembers
+_CACHE = 4096  # keys whose last sequence a store remembers: the jobs in flight, with room to spare
 _ROUNDS = 32  # compare-and-set attempts of one write against concurrent writers
 _LIST_LIMIT = 100_000
 
@@ -48,14 +48,16 @@ _LIST_LIMIT = 100_000
 class _Pending:
     """One versioned write on its way: what to send next, until it is decided."""
 
-    __slots__ = ("done", "expect", "read", "subject", "write")
+    __slots__ = ("done", "expect", "kept", "migrate", "read", "subject", "write")
 
-    def __init__(self, write: Write, subject: str) -> None:
+    def __init__(self, write: Write, subject: str, kept: str) -> None:
         self.write = write
         self.subject = subject
+        self.kept = kept  # where the key lives if it was written with persist=True
         self.done: bool | None = None
-        self.read = False
+        self.read: str = ""  # the subject to read next, if the write must look first
         self.expect: int | None = None
+        self.migrate = False  # the key moves from the kept stream: purge it there once written
 
 
 class NatsResults:
@@ -195,20 +197,6 @@ class NatsResults:
             results = await self._apply([writes[i] for i in wave], lists if n == len(waves) - 1 else [])
             for i, ok in zip(wave, results, strict=True):
                 done[i] = ok
-        # A write's own list entry follows it once it happened: NATS has no step that spans two
-        # subjects, so the entry comes right after (a crash in between leaves the job unlisted,
-        # never listed by a writer whose status write lost).
-        fenced = [
-            Request(self._ok + token(w.success), w.success.encode())
-            for w, ok in zip(writes, done, strict=True)
-            if ok and w.success
-        ]
-        fenced += [
-            Request(self._no + token(w.failed), w.failed.encode()) for w, ok in zip(writes, done, strict=True) if ok and w.failed
-        ]
-        if fenced:
-            await self._send(fenced)
-            self._check_all(fenced)
         return done
 
     def _check_all(self, requests: Sequence[Request]) -> None:
@@ -225,7 +213,10 @@ class NatsResults:
         ``extra`` holds the success/failed entries, and a waiter woken by one (``watch``) reads the
         job's status next: it must find the status written, not the one before.
         """
-        pending = [_Pending(w, (self._kept if w.persist else self._key) + token(w.key)) for w in writes]
+        pending = []
+        for w in writes:
+            t = token(w.key)
+            pending.append(_Pending(w, (self._kept if w.persist else self._key) + t, self._kept + t))
         for p in pending:
             if p.write.version is None:
                 continue
@@ -235,7 +226,7 @@ class NatsResults:
             elif known is None and p.write.version == 0:
                 p.expect = 0  # only if absent: no need to read first
             else:
-                p.read = True
+                p.read = p.subject
         for _ in range(_ROUNDS):
             todo = [p for p in pending if p.done is None]
             if not todo:
@@ -250,15 +241,25 @@ class NatsResults:
                 self._handle(p, r)
         else:
             raise ResultsError(f"gave up writing {len(writes)} key(s) after {_ROUNDS} conflicting concurrent writes")
+        # What rides on a write goes only if it happened: its list entry (NATS has no step that
+        # spans two subjects, so it comes right after: a crash in between leaves the job unlisted,
+        # never listed by a writer whose status write lost), and the removal of the persisted
+        # copy of a key that now lives in the expiring stream.
+        for p in pending:
+            if p.done:
+                for prefix, id_ in ((self._ok, p.write.success), (self._no, p.write.failed)):
+                    if id_:
+                        extra.append(Request(prefix + token(id_), id_.encode()))
+                if p.migrate:
+                    extra.append(self._purge(self._keep, p.kept))
         if extra:
             await self._send(extra)
             self._check_all(extra)
         return [bool(p.done) for p in pending]
 
     def _request(self, p: _Pending) -> Request:
-        stream = self._keep if p.write.persist else self._stream
         if p.read:
-            return self._read(stream, p.subject)
+            return self._read(self._keep if p.read.startswith(self._kept) else self._stream, p.read)
         headers: dict[str, str] | None = None
         if p.write.version is not None:
             headers = {_VERSION: str(p.write.version), _EXPECT: str(p.expect or 0)}
@@ -266,30 +267,35 @@ class NatsResults:
 
     def _handle(self, p: _Pending, r: Request) -> None:
         if p.read:
-            p.read = False
+            subject, p.read = p.read, ""
             assert r.reply is not None
             headers = r.reply.headers or {}
             status = headers.get("Status")
             if status == "404":
+                if subject == p.subject and subject != p.kept:
+                    p.read = p.kept  # not in the expiring stream: it may have been persisted (a delayed job)
                 p.expect = 0
                 return
             if status is not None:
                 raise ResultsError(f"reading {p.write.key!r} from NATS failed: {status}")
             seq, current = int(headers["Nats-Sequence"]), _version(headers)
-            self._remember(p.subject, seq, current)
             version = p.write.version
             assert version is not None
             if current is not None and current >= version:
-                # The same value at the same version is this write replayed: it happened.
-                p.done = current == version and r.reply.data == p.write.value
-            else:
+                # A write replayed after a lost reply finds its own value: it happened.
+                p.done = current == version and bytes(r.reply.data) == p.write.value
+                return
+            if subject == p.subject:
+                self._remember(p.subject, seq, current)
                 p.expect = seq
+            else:
+                p.expect, p.migrate = 0, True
             return
         try:
             ack = check(r)
         except ApiError as exc:
             if exc.code == WRONG_LAST_SEQUENCE:
-                p.read = True  # someone wrote in between: look again
+                p.read = p.subject  # someone wrote in between: look again
                 return
             raise ResultsError(f"NATS did not store {p.write.key!r}: {exc}") from None
         self._remember(p.subject, int(ack["seq"]), p.write.version)
