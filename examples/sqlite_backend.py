@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Self, TypeVar
 
 from tasqueue import BrokerError, ResultsError, hookimpl
-from tasqueue.broker import Delivery, Envelope
+from tasqueue.broker import PENDING_LIMIT, Delivery, Envelope
 from tasqueue.hookspecs import RegisterBroker, RegisterResults
 from tasqueue.results import Results, Write
 from tasqueue.urls import optional, parse_backend_url, seconds
@@ -45,7 +45,7 @@ NACK = """UPDATE messages SET leased_until = NULL, data = COALESCE(?2, data), de
 due = IIF(?1 > 0, ?1, (SELECT MIN(due) FROM messages WHERE queue = ?3) - 1)
 WHERE queue = ?3 AND id = ? AND token = ? AND leased_until IS NOT NULL"""
 EXTEND = "UPDATE messages SET leased_until = ? WHERE queue = ? AND id = ? AND token = ? AND leased_until IS NOT NULL"
-PENDING = "SELECT data FROM messages WHERE queue = ? AND (leased_until IS NULL OR leased_until <= ?) ORDER BY due, rowid"
+PENDING = "SELECT data FROM messages WHERE queue = ? AND (leased_until IS NULL OR leased_until <= ?) ORDER BY due, rowid LIMIT ?"
 # A versioned write happens only over an unversioned or lower version (expired rows are deleted first).
 UPSERT = """INSERT INTO kv (key, value, version, expires) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key)
 DO UPDATE SET value = ?2, version = ?3, expires = ?4 WHERE ?3 IS NULL OR kv.version IS NULL OR kv.version < ?3"""
@@ -129,7 +129,8 @@ class SqliteBroker:
         return await self._db.run(renew)
 
     async def get_pending(self, queue: str) -> list[bytes]:
-        return [data for (data,) in await self._db.run(lambda c: c.execute(PENDING, (queue, time.time())).fetchall())]
+        rows = await self._db.run(lambda c: c.execute(PENDING, (queue, time.time(), PENDING_LIMIT)).fetchall())
+        return [data for (data,) in rows]
 
     async def close(self) -> None:
         await self._db.close()

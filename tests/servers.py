@@ -242,11 +242,19 @@ class NatsServer:
 
 
 class ResetProxy:
-    """A TCP forwarder on a free loopback port in front of a server; ``reset()`` drops every
-    connection through it at once (RST both ways), as a flaky network or a load balancer does.
+    """A TCP forwarder on a free loopback port in front of a server, with faults to switch on.
+
+    * ``reset()`` drops every connection through it at once (RST both ways), as a flaky network
+      or a load balancer does; new connections are accepted again right after.
+    * ``drop_replies``: while true, what the server sends is thrown away: commands run, their
+      replies are lost, and the client times out (a reply lost with its connection).
+    * ``blackhole``: while true, nothing passes either way (a partition, or a server that does
+      not answer), on old and new connections alike.
+    * ``pass_bytes``: if set, only that many more bytes go to the server, then it is a
+      blackhole (a connection cut in the middle of a command).
 
     It runs on the test's event loop, so clients in other processes go through it while the test
-    awaits; new connections are accepted again right after a reset.
+    awaits.
     """
 
     def __init__(self, target_port: int) -> None:
@@ -254,6 +262,11 @@ class ResetProxy:
         self.port = 0
         self.resets = 0
         self.dropped = 0  # connections cut by resets
+        self.drop_replies = False
+        self.replies_dropped = 0  # reads from the server thrown away
+        self.blackhole = False
+        self.pass_bytes: int | None = None
+        self.bytes_to_server = 0
         self._server: asyncio.Server | None = None
         self._open: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
 
@@ -285,22 +298,38 @@ class ResetProxy:
         pair = (client_writer, server_writer)
         self._open.add(pair)
         try:
-            await asyncio.gather(_pipe(client_reader, server_writer), _pipe(server_reader, client_writer))
+            await asyncio.gather(self._pipe(client_reader, server_writer, True), self._pipe(server_reader, client_writer, False))
         finally:
             self._open.discard(pair)
             for writer in pair:
                 writer.transport.abort()
 
+    def _passes(self, data: bytes, to_server: bool) -> bytes:
+        if self.blackhole:
+            return b""
+        if to_server:
+            if self.pass_bytes is not None:
+                data = data[: self.pass_bytes]
+                self.pass_bytes -= len(data)
+                if self.pass_bytes == 0:
+                    self.blackhole = True
+            self.bytes_to_server += len(data)
+            return data
+        if self.drop_replies:
+            self.replies_dropped += 1
+            return b""
+        return data
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        writer.close()  # one side hung up: pass it on, so the other direction ends too
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, to_server: bool) -> None:
+        try:
+            while data := await reader.read(65536):
+                if data := self._passes(data, to_server):
+                    writer.write(data)
+                    await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()  # one side hung up: pass it on, so the other direction ends too
 
 
 async def blocked_in_blpop(client: Any) -> bool:

@@ -150,3 +150,20 @@ async def test_a_dead_server_is_a_clear_error(prefix: str) -> None:
         await broker.enqueue("q", [Envelope("x", b"")])
     assert "\n" not in str(caught.value)
     await broker.close()
+
+
+@pytest.mark.asyncio
+async def test_a_broker_and_a_store_share_one_connection(nats_server: NatsServer, prefix: str) -> None:
+    broker = NatsBroker(nats_server.url, prefix=prefix)
+    results = NatsResults(nats_server.url, prefix=prefix)
+    other = NatsResults(f"nats://t0k3n@127.0.0.1:{nats_server.port}", prefix=prefix)  # other credentials
+    try:
+        await broker.enqueue("q", [Envelope("a", b"")])
+        await results.set("k", b"v")
+        assert await broker.client.nc() is await results._client.nc()
+        assert await other._client.nc() is not await results._client.nc()
+        await broker.close()  # the store goes on over the connection they shared
+        assert await results.get("k") == b"v"
+    finally:
+        await results.close()
+        await other.close()

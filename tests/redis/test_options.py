@@ -267,3 +267,25 @@ def test_one_broker_used_from_two_event_loops(redis_server, prefix: str) -> None
 
     asyncio.run(finish())
     gc.collect()
+
+
+@pytest.mark.asyncio
+async def test_a_wrong_password_is_not_retried_and_says_what_to_fix(redis_server, prefix: str) -> None:
+    admin = redis.Redis.from_url(redis_server.url)
+    user = f"tq-{prefix}"
+    await admin.execute_command("ACL", "SETUSER", user, "on", ">right", "~*", "&*", "+@all")
+    url = redis_server.url.replace("redis://", f"redis://{user}:wrong@")
+    broker = RedisBroker.from_url(url)  # default retries: the error must end them, not their count
+    results = RedisResults.from_url(url)
+    with pytest.raises(BrokerError, match=r"refused the credentials.*check the username and password in the URL"):
+        await broker.enqueue("q", [Envelope("a", b"1")])
+    with pytest.raises(ResultsError, match="refused the credentials"):
+        await results.get("k")
+    failures = [e for e in await admin.acl_log() if e.get("username") == user and e.get("reason") == "auth"]
+    # Redis folds repeats into one entry with a count. One attempt per call made: the enqueue, the
+    # broker's registration of the queue for the Inspector (in the background), the store's read.
+    assert 1 <= sum(int(e["count"]) for e in failures) <= 3
+    await broker.close()
+    await results.close()
+    await admin.execute_command("ACL", "DELUSER", user)
+    await admin.aclose()

@@ -13,8 +13,10 @@ import redis.asyncio as redis
 
 from servers import RedisServer, blocked_in_blpop, free_port, need_binary, wait_for_port
 from tasqueue import Job, JobCtx, JobStatus, Server
+from tasqueue.broker import Envelope
 from tasqueue.errors import BrokerError
 from tasqueue.testing import eventually, running
+from tasqueue_redis import RedisBroker
 
 pytestmark = pytest.mark.asyncio
 
@@ -93,8 +95,46 @@ async def test_jobs_run_over_tls(tls_redis: TlsRedis) -> None:
     await plain.aclose()
 
 
-async def test_a_server_certificate_from_another_ca_is_refused_clearly(tls_redis: TlsRedis) -> None:
-    url = tls_redis.url(tls_redis.stranger) + "&retries=0"
-    async with Server(broker=url, results=url) as srv:
-        with pytest.raises(BrokerError, match=r"could not publish 1 message\(s\).*certificate verify failed"):
-            await srv.enqueue(Job("anything", b""))
+async def _connections(client: redis.Redis) -> int:
+    """Connections the server has accepted so far (on every port)."""
+    return int((await client.info("stats"))["total_connections_received"])
+
+
+async def _refused(url: str, plain: redis.Redis) -> tuple[str, int]:
+    """Enqueue through ``url`` expecting a BrokerError; its text and how many connections it cost."""
+    before = await _connections(plain)
+    broker = RedisBroker.from_url(url)  # default retries: the error must end them, not their count
+    try:
+        with pytest.raises(BrokerError) as caught:
+            await broker.enqueue("q", [Envelope("a", b"1")])
+    finally:
+        await broker.close()
+    return str(caught.value), await _connections(plain) - before
+
+
+async def test_a_server_certificate_from_another_ca_is_refused_at_once_saying_what_to_fix(tls_redis: TlsRedis) -> None:
+    plain = redis.Redis.from_url(tls_redis.server.url)
+    text, cost = await _refused(tls_redis.url(tls_redis.stranger), plain)
+    assert "could not publish 1 message(s)" in text
+    assert "certificate verify failed" in text and "ssl_ca_certs" in text
+    assert cost <= 3, f"a certificate that does not verify was retried: {cost} connections"
+    await plain.aclose()
+
+
+async def test_tls_to_a_plaintext_port_says_so_at_once(tls_redis: TlsRedis) -> None:
+    plain = redis.Redis.from_url(tls_redis.server.url)
+    url = f"rediss://127.0.0.1:{tls_redis.server.port}/0?ssl_ca_certs={quote(str(tls_redis.ca))}&socket_connect_timeout=1"
+    text, cost = await _refused(url, plain)
+    assert f"127.0.0.1:{tls_redis.server.port} answers in plaintext" in text and "use redis://" in text
+    # One try and one probe for each command the broker sends (its enqueue, and in the background
+    # its registration of the queue for the Inspector).
+    assert cost <= 4, f"a plaintext port was tried again and again over TLS: {cost} connections"
+    await plain.aclose()
+
+
+async def test_plaintext_to_a_tls_port_says_so_at_once(tls_redis: TlsRedis) -> None:
+    plain = redis.Redis.from_url(tls_redis.server.url)
+    text, cost = await _refused(f"redis://127.0.0.1:{tls_redis.port}/0", plain)
+    assert f"127.0.0.1:{tls_redis.port} speaks TLS" in text and "rediss://" in text
+    assert cost <= 4, f"a TLS port was tried again and again in plaintext: {cost} connections"
+    await plain.aclose()

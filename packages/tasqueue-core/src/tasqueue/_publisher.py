@@ -24,7 +24,7 @@ from tasqueue._codec import encode as encode_message
 from tasqueue._keys import derived_id, job_key, new_id, schedule_key
 from tasqueue._presence import note_schedules
 from tasqueue.broker import Broker, Envelope
-from tasqueue.errors import BrokerError, TasqueueError
+from tasqueue.errors import BrokerError, EnqueueError, TasqueueError
 from tasqueue.jobs import DEFAULT_QUEUE, Job
 from tasqueue.messages import JobMessage, JobStatus
 from tasqueue.results import Results, Write
@@ -137,7 +137,8 @@ class Publisher:
         in one call is one job: the first.
 
         If publishing fails, the records just written are deleted again, so no ``queued`` job
-        is left behind that no broker holds.
+        is left behind that no broker holds; if it fails part-way, only the records of jobs
+        surely not published go, and the ``EnqueueError`` says which ids were published.
         """
         if not messages:
             return []
@@ -148,7 +149,11 @@ class Publisher:
                 first.setdefault(m.id, m)
             messages = list(first.values())
         data = [encode_message(m) for m in messages]
-        writes = [Write(job_key(m.id), d, version=0) for m, d in zip(messages, data, strict=True)]
+        # A job due later keeps its record until it runs (the run's writes bring the store's
+        # expiry back): an eta beyond the expiry must not find its record gone.
+        writes = [
+            Write(job_key(m.id), d, version=0, persist=m.job.opts.eta is not None) for m, d in zip(messages, data, strict=True)
+        ]
         writes += [
             Write(schedule_key(m.id), d, persist=True) for m, d in zip(messages, data, strict=True) if m.schedule_id == m.id
         ]
@@ -175,9 +180,9 @@ class Publisher:
             stored = exc
         try:
             await publishing
-        except BaseException:
+        except BaseException as exc:
             if stored is None:
-                await asyncio.shield(self.forget(messages))
+                await asyncio.shield(self.forget(_unpublished(exc, messages)))
             raise
         if stored is not None:
             # The broker has the jobs and they will run; raising would invite the caller to
@@ -210,24 +215,44 @@ class Publisher:
             self._app.log.debug("enqueue skipped %d job(s) whose id already exists", len(dupes) - again)
         try:
             await self.publish(sends)
-        except BaseException:
+        except BaseException as exc:
             if fresh:
-                await asyncio.shield(self.forget(fresh))
+                await asyncio.shield(self.forget(_unpublished(exc, fresh)))
             raise
 
     async def publish(self, sends: Sequence[tuple[str, str, bytes, float]]) -> None:
-        """Publish ``(queue, id, data, delay)`` messages, each to its queue."""
+        """Publish ``(queue, id, data, delay)`` messages, each to its queue.
+
+        Raises ``EnqueueError`` if some were published before the broker failed.
+        """
         by_queue: dict[str, list[Envelope]] = {}
         for queue, id_, data, delay in sends:
             by_queue.setdefault(queue, []).append(Envelope(id_, data, delay))
-        try:
-            for queue, envelopes in by_queue.items():
+        published: list[str] = []
+        queues = list(by_queue.items())
+        for n, (queue, envelopes) in enumerate(queues):
+            try:
                 await self._app.broker.enqueue(queue, envelopes)
-        except TasqueueError:
-            raise
-        except Exception as exc:
-            msg = f"could not publish {len(sends)} job(s): {exc}"
-            raise BrokerError(msg) from exc
+            except Exception as exc:
+                if isinstance(exc, EnqueueError):
+                    published += exc.enqueued
+                    unknown, failed = list(exc.unknown), list(exc.not_enqueued)
+                else:
+                    unknown, failed = [], [e.id for e in envelopes]
+                if not (published or unknown):
+                    if isinstance(exc, TasqueueError):
+                        raise
+                    msg = f"could not publish {len(sends)} job(s): {exc}"
+                    raise BrokerError(msg) from exc
+                failed += (e.id for _, later in queues[n + 1 :] for e in later)
+                msg = (
+                    f"published {len(published)} of {len(sends)} job(s) before the broker failed (their ids are in "
+                    f".enqueued), {len(unknown)} may have been (.unknown: the reply was lost), {len(failed)} were not "
+                    "(.not_enqueued). Enqueue the unknown and unpublished ones again under the same ids "
+                    f"(JobOpts(id=...)) so that none runs twice. The broker said: {exc}"
+                )
+                raise EnqueueError(msg, enqueued=published, unknown=unknown, not_enqueued=failed) from exc
+            published += (e.id for e in envelopes)
 
     async def forget(self, messages: Sequence[JobMessage]) -> None:
         """Delete the records of messages whose publish failed."""
@@ -237,6 +262,14 @@ class Publisher:
             await self._app.results.delete(keys)
         except Exception:
             self._app.log.exception("could not delete the records of %d job(s) whose publish failed", len(messages))
+
+
+def _unpublished(exc: BaseException, messages: Sequence[JobMessage]) -> list[JobMessage]:
+    """Which of ``messages`` a failed publish surely did not publish: all, unless it says otherwise."""
+    if isinstance(exc, EnqueueError):
+        failed = set(exc.not_enqueued)
+        return [m for m in messages if m.id in failed]
+    return list(messages)
 
 
 def _delay(m: JobMessage, now: datetime) -> float:

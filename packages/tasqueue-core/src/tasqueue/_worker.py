@@ -35,6 +35,11 @@ from tasqueue.middleware import EnqueueNext, Middleware
 from tasqueue.results import Results
 from tasqueue.tasks import QueueConfig, RegisteredTask
 
+#: Seconds a stop spends, after ``shutdown_timeout``, handing jobs back and writing outcomes;
+#: what is left then comes back when its lease runs out. A broker that does not answer must
+#: not keep a stopping worker alive.
+STOP_BOUND = 5.0
+
 
 class Worker:
     """Consumes every queue that has a registered task (and the default queue), until stopped."""
@@ -141,35 +146,44 @@ class Worker:
         self, consumers: list[asyncio.Task[None]], heartbeat: asyncio.Task[None], settler: asyncio.Task[None]
     ) -> None:
         grace = self.options.shutdown_timeout
+        loop = asyncio.get_running_loop()
         try:
             for task in consumers:
                 task.cancel()
             await asyncio.gather(*consumers, return_exceptions=True)
-            await self._hand_back_buffered()
+            # Prefetched jobs go back all at once, alongside the running ones' grace.
+            handing_back = asyncio.create_task(self._hand_back_buffered())
             running = list(self._runs)
             if running and not self._hard_stop:
                 _, pending = await asyncio.wait(running, timeout=grace)
                 if pending:
                     self.log.warning("shutdown: %d job(s) still running after %gs; handing them back", len(pending), grace)
             self._release_all()
-            if self._runs:
-                # Handing back takes a write and a nack each, and a job whose handler is done
-                # may still run its callbacks; give it a bounded time, then leave those jobs to
-                # come back when their leases run out.
-                _, stuck = await asyncio.wait(list(self._runs), timeout=max(grace, 5.0))
-                for task in stuck:
-                    task.cancel()
-                await asyncio.gather(*stuck, return_exceptions=True)
+            # Everything after the grace shares one bound: handing back takes a write and a nack
+            # per job, a job whose handler is done may still run its callbacks, and a broker
+            # that does not answer would retry each for long. What is left then comes back when
+            # its lease runs out.
+            end = loop.time() + STOP_BOUND
+            _, stuck = await asyncio.wait([handing_back, *self._runs], timeout=STOP_BOUND)
+            if stuck:
+                self.log.warning("shutdown: %d job(s) not handed back in time; they return when their leases run out", len(stuck))
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
             # The outcomes of finished jobs are written while the heartbeat still renews their leases.
             self._settler.close()
-            _, stuck = await asyncio.wait([settler], timeout=max(grace, 5.0))
+            _, stuck = await asyncio.wait([settler], timeout=max(end - loop.time(), 0.0))
             if stuck:
                 self.log.error("shutdown: could not write the outcome of finished jobs; they will be redelivered")
                 settler.cancel()
                 await asyncio.gather(settler, return_exceptions=True)
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
-            await self.presence.leave()
+            # Best effort within the same bound: the record expires on its own anyway, and a
+            # write stuck in a silent broker is not waited for.
+            leaving = asyncio.ensure_future(self.presence.leave())
+            if (await asyncio.wait([leaving], timeout=max(end - loop.time(), 0.1)))[1]:
+                leaving.cancel()
         finally:
             if self._executor is not None:
                 # Threads cannot be interrupted; one still running finishes in the background.
@@ -178,22 +192,22 @@ class Worker:
             self.log.info("worker stopped")
 
     async def _hand_back_buffered(self) -> None:
-        """Give prefetched deliveries that never started back to the broker, for other workers."""
-        for queue, buffer in self._buffered.items():
-            while buffer:
-                d = buffer.pop()  # newest first: each goes to the front, so the oldest ends up first
-                try:
-                    # The same bytes as new data: a delivery that never ran is no worker death.
-                    await self.broker.nack(queue, d, data=d.data)
-                except Exception as exc:
-                    # The broker is away: trying the others one by one would only hold up the stop.
-                    self.log.warning(
-                        "could not hand back %d prefetched job(s) of queue %r (%s); they return when their leases run out",
-                        len(buffer) + 1,
-                        queue,
-                        exc,
-                    )
-                    buffer.clear()
+        """Give prefetched deliveries that never started back to the broker, for other workers, all at once."""
+        failed: list[BaseException] = []
+
+        async def hand_back(queue: str, d: Delivery) -> None:
+            try:
+                # The same bytes as new data: a delivery that never ran is no worker death.
+                await self.broker.nack(queue, d, data=d.data)
+            except Exception as exc:
+                failed.append(exc)
+
+        backs = [hand_back(queue, buffer.pop()) for queue, buffer in self._buffered.items() for _ in range(len(buffer))]
+        await asyncio.gather(*backs)
+        if failed:  # one line, not one per job: the broker is likely away
+            self.log.warning(
+                "could not hand back %d prefetched job(s) (%s); they return when their leases run out", len(failed), failed[0]
+            )
 
     def _release_all(self) -> None:
         for task, run in self._runs.items():

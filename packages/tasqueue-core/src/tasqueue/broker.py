@@ -17,7 +17,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-__all__ = ["Broker", "Delivery", "Envelope"]
+__all__ = ["PENDING_LIMIT", "Broker", "Delivery", "Envelope"]
+
+#: Most messages one ``Broker.get_pending`` call returns: listing a long queue must not stall
+#: the broker (or the process) for everyone else.
+PENDING_LIMIT = 1000
 
 
 class Envelope(msgspec.Struct, frozen=True):
@@ -104,7 +108,10 @@ class Broker(Protocol):
         ...
 
     async def get_pending(self, queue: str) -> list[bytes]:
-        """The messages of ``queue`` waiting to be fetched (ready or delayed, not leased), oldest first."""
+        """The messages of ``queue`` waiting to be fetched (ready or delayed, not leased), oldest first.
+
+        At most ``PENDING_LIMIT`` of them, the oldest: ready ones first, then delayed ones by due time.
+        """
         ...
 
     async def close(self) -> None:

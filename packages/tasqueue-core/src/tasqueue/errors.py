@@ -7,6 +7,7 @@ The hierarchy::
     │   ├── UnknownSchemeError        no installed plugin handles a URL's scheme
     │   └── PluginConflictError       two plugins claim one URL scheme
     ├── BrokerError                   the broker failed (connection lost, command refused)
+    │   └── EnqueueError              an enqueue failed part-way: says which jobs were published
     ├── ResultsError                  the results store failed
     ├── NotFoundError                 no such job, result, group, chain or schedule (also a KeyError)
     ├── JobFailedError                a job you waited for failed (``Server.result``); carries its error
@@ -24,10 +25,13 @@ Plugins wrap their client's exceptions in ``BrokerError`` / ``ResultsError`` wit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "BrokerError",
     "ConfigurationError",
     "ConfigurationWarning",
+    "EnqueueError",
     "JobCancelledError",
     "JobError",
     "JobFailedError",
@@ -67,6 +71,35 @@ class PluginConflictError(ConfigurationError):
 
 class BrokerError(TasqueueError):
     """The broker could not do what was asked (connection lost, command refused)."""
+
+
+class EnqueueError(BrokerError):
+    """An enqueue that failed part-way: some jobs were published, and a caller who simply tries
+    again would run those twice.
+
+    Attributes:
+        enqueued: Ids the broker holds: these jobs will run, and their records stay.
+        unknown: Ids whose publish got no answer (a lost reply): they may run. Their records
+            stay, saying ``queued``, so that enqueueing them again under the same ids
+            (``JobOpts(id=...)``) publishes the ones that are missing and runs none twice.
+        not_enqueued: Ids that were not published; their records were removed.
+
+    A broker raises it from ``enqueue`` about its own call; any other error from a broker's
+    ``enqueue`` means none of that call's messages were published.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        enqueued: Sequence[str] = (),
+        unknown: Sequence[str] = (),
+        not_enqueued: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.enqueued = tuple(enqueued)
+        self.unknown = tuple(unknown)
+        self.not_enqueued = tuple(not_enqueued)
 
 
 class ResultsError(TasqueueError):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import threading
 import time
 import weakref
@@ -25,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from tasqueue._memory_control import MemoryControl
-from tasqueue.broker import Delivery, Envelope
+from tasqueue.broker import PENDING_LIMIT, Delivery, Envelope
 from tasqueue.errors import ConfigurationError, NotFoundError
 from tasqueue.hookspecs import RegisterBroker, RegisterResults, hookimpl
 from tasqueue.results import EventWatch, Write
@@ -225,8 +226,8 @@ class MemoryBroker:
         with self._lock:
             q = self._queue(queue)
             self._tick(q, self._clock())
-            ids = list(q.ready) + [id_ for _, _, id_ in sorted(q.delayed)]
-            return [q.items[i].data for i in ids if i in q.items]
+            ids = [*itertools.islice(q.ready, PENDING_LIMIT), *(i for _, _, i in heapq.nsmallest(PENDING_LIMIT, q.delayed))]
+            return [q.items[i].data for i in ids if i in q.items][:PENDING_LIMIT]
 
     def outstanding(self, queue: str) -> int:
         """Messages of ``queue`` that are due or leased: work a worker has yet to finish.

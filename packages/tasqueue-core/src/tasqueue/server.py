@@ -25,7 +25,7 @@ from tasqueue._publisher import Publisher
 from tasqueue._typed import Codec
 from tasqueue._worker import Worker
 from tasqueue.broker import Broker
-from tasqueue.errors import ConfigurationError, NotFoundError
+from tasqueue.errors import ConfigurationError, EnqueueError, NotFoundError
 from tasqueue.handles import TaskDecorator
 from tasqueue.jobs import DEFAULT_QUEUE, Backoff, Chain, Group, Job
 from tasqueue.messages import ChainMessage, GroupMessage, JobMessage, JobStatus
@@ -208,11 +208,12 @@ class Server:
         return chain_id
 
     async def _undo_on_error(self, enqueue: Awaitable[object], key: str) -> None:
-        """Await ``enqueue``; if it fails, delete the group/chain document written for it."""
+        """Await ``enqueue``; if it fails before publishing anything, delete the group/chain document written for it."""
         try:
             await enqueue
-        except BaseException:
-            await asyncio.shield(self.results.delete([key]))
+        except BaseException as exc:
+            if not (isinstance(exc, EnqueueError) and (exc.enqueued or exc.unknown)):
+                await asyncio.shield(self.results.delete([key]))
             raise
 
     def schedule(self, name: str, job: Job, cron: str) -> None:

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import ssl
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -250,7 +251,18 @@ class Client:
         ``timeout`` bounds the wait for each chunk rather than for an unbounded batch.
         """
         for start in range(0, len(requests), _CHUNK):
-            await self._send(requests[start : start + _CHUNK], timeout)
+            chunk = requests[start : start + _CHUNK]
+            await self._send(chunk, timeout)
+            # "No responders": no stream leader right now (a cluster electing one after a node
+            # died). Nothing was stored, so sending again is safe; wait for a leader a while.
+            give_up = asyncio.get_running_loop().time() + self.timeout
+            delay = 0.05
+            while (again := [r for r in chunk if r.reply is not None and (r.reply.headers or {}).get("Status") == "503"]) and (
+                asyncio.get_running_loop().time() < give_up
+            ):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+                await self._send(again, timeout)
 
     async def _send(self, requests: Sequence[Request], timeout: float | None) -> None:
         if not requests:
@@ -311,8 +323,9 @@ class _Shared:
     both go out in one write and come back in one read. Each client keeps its own reply inbox.
     """
 
-    def __init__(self, key: tuple[Any, ...]) -> None:
+    def __init__(self, key: tuple[Any, ...], loop: asyncio.AbstractEventLoop) -> None:
         self.key = key
+        self.loop = weakref.ref(loop)
         self.nc: NATS | None = None
         self.clients: set[Client] = set()
         self.lock = asyncio.Lock()
@@ -324,8 +337,9 @@ class _Shared:
         key: tuple[Any, ...] = (id(loop), tuple(c.servers), c.tls, c.user, c.password, c.token, c.nkey, c.creds)
         key += (c.tls_ca, c.tls_cert, c.tls_key, c.connect_timeout, c.name)
         shared = _SHARED.get(key)
-        if shared is None or (shared.nc is not None and shared.nc.is_closed):
-            shared = _SHARED[key] = cls(key)
+        # A loop's id can be reused once it is gone: a connection belongs to its own loop only.
+        if shared is None or shared.loop() is not loop or (shared.nc is not None and shared.nc.is_closed):
+            shared = _SHARED[key] = cls(key, loop)
         return shared
 
     async def on_error(self, exc: Exception) -> None:

@@ -40,8 +40,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-import tasqueue.broker
-from tasqueue.broker import Delivery, Envelope
+from tasqueue.broker import PENDING_LIMIT, Delivery, Envelope
 from tasqueue.errors import BrokerError, ConfigurationError
 from tasqueue_nats._client import (
     STREAM_NOT_FOUND,
@@ -60,8 +59,6 @@ log = logging.getLogger("tasqueue.nats")
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
 DEFAULT_DUPLICATE_WINDOW = 120.0
 DEFAULT_MAX_ACK_PENDING = 20_000
-#: ``get_pending`` reads at most this many messages per call (one request each).
-PENDING_LIMIT = getattr(tasqueue.broker, "PENDING_LIMIT", 1000)
 _MSG_ID = "Nats-Msg-Id"
 _ID = "Tq-Id"  # the job id, when the Nats-Msg-Id is not it (a republished message)
 _DUE = "Tq-Due"  # ms since the epoch, on delayed messages
@@ -558,6 +555,7 @@ class NatsBroker:
             raise BrokerError(f"cannot read queue {queue!r}: {exc}") from None
         # Messages above the consumer's delivered mark were never handed out.
         first = int(info["delivered"]["stream_seq"]) + 1
+        # At most PENDING_LIMIT (one request each): the kit's bound on what one listing reads.
         ready = await self._scan(q, q.work, first, PENDING_LIMIT)
         subject = q.holders + ".*" if await self._native_schedules() else q.delayed
         later = await self._scan(q, subject, 1, PENDING_LIMIT - len(ready))

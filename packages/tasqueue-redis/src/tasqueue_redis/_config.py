@@ -24,6 +24,12 @@ DEFAULT_SOCKET_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_MAX_CONNECTIONS = 50
 DEFAULT_RETRIES = 10
+#: No command is sent again later than this many seconds after its first try, however many
+#: retries are left: a replay must land within the window its script remembers calls for.
+RESEND_WINDOW = 15.0
+#: Seconds the enqueue script remembers a call, so that a replay of it does nothing. Twice the
+#: resend window: a first try may reach Redis late (a slow network), its replay early.
+REPLAY_WINDOW = 2 * RESEND_WINDOW
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -149,8 +155,9 @@ def parse_url(url: str, kind: Kind, overrides: Mapping[str, Any]) -> tuple[str, 
 def make_client(url: str, options: Mapping[str, Any]) -> Any:
     """A ``redis.asyncio.Redis`` (or ``RedisCluster`` with ``cluster=true``) for a bare URL."""
     from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-    from redis.asyncio.retry import Retry
     from redis.backoff import EqualJitterBackoff
+
+    from tasqueue_redis._errors import GuardedRetry, target_of
 
     opts = dict(options)
     opts.pop("prefix", None)
@@ -161,7 +168,7 @@ def make_client(url: str, options: Mapping[str, Any]) -> Any:
         "socket_connect_timeout": opts.pop("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT),
         # Replays are safe: every script is idempotent (see _lua.py). Jitter keeps a crowd of
         # workers from reconnecting in lockstep after a restart.
-        "retry": Retry(EqualJitterBackoff(cap=1.0, base=0.01), retries),
+        "retry": GuardedRetry(EqualJitterBackoff(cap=1.0, base=0.01), retries, target_of(url)),
         **opts,
     }
     kwargs.setdefault("max_connections", DEFAULT_MAX_CONNECTIONS)

@@ -9,9 +9,10 @@ and sends each command on an idle one, packing with hiredis when it is installed
 
 It keeps redis-py's semantics where they count: a command that fails with a connection error
 or a timeout is sent again on a fresh connection, with jittered backoff, up to the client's
-retry count (every script is safe to replay); a connection interrupted by a cancellation is
-disconnected by redis-py before it is reused. Cluster clients and clients that use a single
-connection do not use lanes.
+retry count (every script is safe to replay), but never later than ``RESEND_WINDOW`` after its
+first try, and never after an error no retry fixes (``_errors``); a connection interrupted by
+a cancellation is disconnected by redis-py before it is reused. Cluster clients and clients
+that use a single connection do not use lanes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tasqueue_redis._config import RESEND_WINDOW
+from tasqueue_redis._errors import Target, unrecoverable
+
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
     from hiredis import pack_command as _hiredis_pack
@@ -37,6 +41,10 @@ __all__ = ["Lanes", "lanes_for"]
 _BACKOFF_BASE, _BACKOFF_CAP = 0.01, 1.0
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _BACKED_UP = 64 * 1024
+
+
+class _TooLate(Exception):
+    """A resend would come later than ``RESEND_WINDOW`` after the first try."""
 
 
 class _LoopLanes:
@@ -63,6 +71,8 @@ class Lanes:
         self._limit = max_connections
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopLanes] = weakref.WeakKeyDictionary()
         self._pack: Callable[[Any, tuple[Any, ...]], Any] = _pack_hiredis if _hiredis_pack is not None else _pack_python
+        # Where a URL-built client connects (see _errors), for telling a wrong port from a failure.
+        self._target: Target | None = getattr(pool.connection_kwargs.get("retry"), "target", None)
 
     async def execute(self, *args: Any) -> Any:
         """Send ``args`` as one command and return the parsed reply (raising an error reply)."""
@@ -90,9 +100,16 @@ class Lanes:
         async with lanes.slots:
             conn = lanes.idle.pop() if lanes.idle else self._make()
             try:
+                started = loop.time()
                 failures = 0
                 while True:
                     try:
+                        if failures:
+                            # Connect first: the window bounds when a command is sent, not when
+                            # the connection that carries it began.
+                            await conn.connect()
+                            if loop.time() - started > RESEND_WINDOW:
+                                raise _TooLate
                         if len(commands) == 1:
                             packed = self._pack(conn, commands[0])
                         else:
@@ -106,15 +123,23 @@ class Lanes:
                                 replies.append(exc)
                             if first is not None and len(replies) == 1:
                                 first(replies[0])
+                        if self._target is not None:
+                            self._target.connected = True
                         return replies
-                    except _RETRYABLE:
+                    except _RETRYABLE as exc:
                         # The command may or may not have run; scripts are written to be replayed.
                         await conn.disconnect()
+                        fatal = await unrecoverable(exc, self._target, _where(conn))
+                        if fatal is not None:
+                            raise fatal from exc
                         failures += 1
                         if failures > self._retries:
                             raise
+                        last: BaseException = exc
                         cap = min(_BACKOFF_CAP, _BACKOFF_BASE * 2**failures)
                         await asyncio.sleep(random.uniform(cap / 2, cap))
+                    except _TooLate:
+                        raise last from None
             finally:
                 lanes.idle.append(conn)
 
@@ -159,6 +184,11 @@ async def _send(conn: Any, packed: Any) -> None:
             # Cancelled (or failed) with part of the command unsent: the connection is unusable.
             await conn.disconnect(nowait=True)
             raise
+
+
+def _where(conn: Any) -> str:
+    host, port = getattr(conn, "host", None), getattr(conn, "port", None)
+    return f"{host}:{port}" if host else "the server"
 
 
 def _as_list(packed: Any) -> list[bytes]:

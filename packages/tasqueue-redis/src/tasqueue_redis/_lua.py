@@ -1,6 +1,10 @@
 """The Lua scripts, loaded from the package's ``lua/`` folder and called by SHA.
 
-Every script is ``_common.lua`` (shared helpers) followed by its own file. Calls go out as
+Every script is a ``#!lua`` line with its flags, then ``_common.lua`` (shared helpers), then its
+own file. The flags tell Redis (7.0 and newer) what a script may do when memory is full: a
+script without ``allow-oom`` is refused *before it starts* once ``maxmemory`` is reached, so a
+claim never leases a job whose outcome could not be stored, and an enqueue fails at once.
+Scripts that only free or renew (ack, give back, extend) keep running. Calls go out as
 EVALSHA; after a Redis restart (or on a Cluster node that never saw the script) the server
 answers NOSCRIPT, and the script is loaded and called again. That second call is safe because
 every script is written to be replayed: redis-py also replays commands on its own after a
@@ -14,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 __all__ = ["Execute", "Script"]
 
@@ -22,9 +26,10 @@ __all__ = ["Execute", "Script"]
 Execute = Callable[..., Awaitable[Any]]
 
 
-def _source(name: str) -> str:
+def _source(name: str, flags: str) -> str:
     folder = resources.files("tasqueue_redis") / "lua"
-    return (folder / "_common.lua").read_text("utf-8") + "\n" + (folder / f"{name}.lua").read_text("utf-8")
+    shebang = f"#!lua flags={flags}" if flags else "#!lua"
+    return "\n".join((shebang, (folder / "_common.lua").read_text("utf-8"), (folder / f"{name}.lua").read_text("utf-8")))
 
 
 class Script:
@@ -32,9 +37,9 @@ class Script:
 
     __slots__ = ("name", "sha", "source")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, flags: str = "") -> None:
         self.name = name
-        self.source = _source(name)
+        self.source = _source(name, flags)
         self.sha = hashlib.sha1(self.source.encode("utf-8"), usedforsecurity=False).hexdigest()
 
     async def __call__(self, client: Any, keys: list[str], args: list[Any], execute: Execute | None = None) -> Any:
@@ -48,21 +53,29 @@ class Script:
 
     async def load(self, client: Any) -> None:
         """Load the script (on every primary, for a Cluster client)."""
-        await client.script_load(self.source)
+        try:
+            await client.script_load(self.source)
+        except ResponseError as exc:
+            if "near '#'" not in str(exc):
+                raise
+            # Redis before 7.0 does not know the #!lua line.
+            msg = f"tasqueue-redis needs Redis 7.0 or newer (its scripts declare flags); this server refused them: {exc}"
+            raise ResponseError(msg) from exc
 
     def args(self, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
         """The arguments of an EVALSHA of this script, for a pipeline."""
         return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
+# Scripts that add data are refused when memory is full; those that free or renew run anyway.
 ENQUEUE = Script("enqueue")
 CLAIM = Script("claim")
-ACK = Script("ack")
-NACK = Script("nack")
-EXTEND = Script("extend")
-PENDING = Script("pending")
+ACK = Script("ack", "allow-oom")
+NACK = Script("nack", "allow-oom")
+EXTEND = Script("extend", "allow-oom")
+PENDING = Script("pending", "no-writes")
 RESULTS_SET = Script("results_set")
-RESULTS_LIST = Script("results_list")
-CONTROL_REMOVE = Script("control_remove")
-CONTROL_DRAIN = Script("control_drain")
+RESULTS_LIST = Script("results_list", "no-writes")
+CONTROL_REMOVE = Script("control_remove", "allow-oom")
+CONTROL_DRAIN = Script("control_drain", "allow-oom")
 CONTROL_PROMOTE = Script("control_promote")

@@ -12,6 +12,7 @@ and every script touches one slot)::
     tq:{q}:state     HASH   seq (last token), seen/hold (pause detection)
     tq:{q}:wake      LIST   at most one token; idle workers block on it with BLPOP
     tq:{q}:claim:<id> STRING what one claim leased, so a replay of that call gets the same leases
+    tq:{q}:sent      ZSET   ids of recent enqueue calls -> when (ms), so a replay of one does nothing
 
 The Inspector's counters and indexes (``broker.control``) are described in ``control.py``.
 
@@ -38,10 +39,18 @@ from typing import Any, Self
 
 from redis.exceptions import NoScriptError, RedisError
 
-from tasqueue.broker import Delivery, Envelope
-from tasqueue.errors import BrokerError, ConfigurationError
+from tasqueue.broker import PENDING_LIMIT, Delivery, Envelope
+from tasqueue.errors import BrokerError, ConfigurationError, EnqueueError
 from tasqueue_redis import _lua
-from tasqueue_redis._config import DEFAULT_PREFIX, decodes_responses, make_client, parse_url, socket_timeout_of
+from tasqueue_redis._config import (
+    DEFAULT_PREFIX,
+    REPLAY_WINDOW,
+    decodes_responses,
+    make_client,
+    parse_url,
+    socket_timeout_of,
+)
+from tasqueue_redis._errors import explain
 from tasqueue_redis._lanes import lanes_for
 from tasqueue_redis.control import RedisControl
 
@@ -55,6 +64,7 @@ MAX_CLAIM = 1000
 MOVE_LIMIT = 1000
 _ENQUEUE_CHUNK = 500
 _SETTLE_CHUNK = 1000
+_REPLAY_WINDOW_MS = math.ceil(REPLAY_WINDOW * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +89,7 @@ class _Keys:
         "meta",
         "pending",
         "receipt",
+        "sent",
         "settled",
         "state",
         "wake",
@@ -94,10 +105,11 @@ class _Keys:
         self.state = base + "state"
         self.wake = base + "wake"
         self.receipt = base + "claim:"  # + a fetch's own id: what that claim leased, for a replay
+        self.sent = base + "sent"
         # Receipts whose reply arrived, so nothing will replay them: the next claim deletes them.
         self.settled: list[str] = []
         # The KEYS of each script, in the order the script reads them.
-        self.enqueue = [self.pending, self.delayed, self.data, self.wake]
+        self.enqueue = [self.pending, self.delayed, self.data, self.wake, self.sent]
         self.claim = [self.pending, self.active, self.delayed, self.data, self.meta, self.state, self.wake]
         self.ack = [self.active, self.data, self.meta]
         self.give_back = [self.pending, self.active, self.delayed, self.data, self.meta, self.wake]
@@ -140,10 +152,10 @@ class RedisBroker:
         self._exec = client.execute_command if self._lanes is None else self._lanes.execute
         self._vt = float(visibility_timeout)
         self._prefix = prefix
-        # Claim receipts are named <this broker's random tag>-<counter>: unique across processes
-        # without a call to the OS random source per claim.
-        self._claim_tag = secrets.token_hex(8)
-        self._claim_seq = itertools.count()
+        # Claims and enqueues are named <this broker's random tag>-<counter>, so that a replay
+        # of one is recognised: unique across processes without an OS random call per call.
+        self._call_tag = secrets.token_hex(8)
+        self._call_seq = itertools.count()
         self._close_client = close_client
         self._lease_ms = math.ceil(self._vt * 1000)
         self._grace_ms = math.ceil(min(self._vt / 4, 5.0) * 1000)
@@ -188,25 +200,53 @@ class RedisBroker:
         if keys is None:
             if not queue:
                 msg = "a queue name must be a non-empty string"
-                raise BrokerError(msg)
-            keys = self._keys[queue] = _Keys(self._prefix, queue)
+                raise ConfigurationError(msg)
+            keys = _Keys(self._prefix, queue)
+            # Redis Cluster hashes the text between the first "{" and the "}" after it; with
+            # nothing in between it hashes each whole key, and a queue's keys (which every
+            # script takes together) would land on different slots.
+            opening = keys.pending.find("{")
+            if keys.pending.find("}", opening + 1) == opening + 1:
+                if queue.startswith("}"):
+                    msg = (
+                        f"queue name {queue!r} cannot be used with Redis: a name that starts with '}}' leaves its "
+                        "keys without a hash tag, so Redis Cluster would scatter them over slots; rename the queue"
+                    )
+                else:
+                    msg = f"prefix {self._prefix!r} leaves the keys of queue {queue!r} without a hash tag: drop '{{}}' from it"
+                raise ConfigurationError(msg)
+            self._keys[queue] = keys
             self._spawn(self.control.register(queue))  # once per queue and process, off the hot path
         return keys
+
+    def _call_id(self) -> str:
+        return f"{self._call_tag}-{next(self._call_seq)}"
 
     # ---- publishing ----------------------------------------------------------------------
 
     async def enqueue(self, queue: str, envelopes: Sequence[Envelope]) -> None:
         keys = self._queue(queue)
         for start in range(0, len(envelopes), _ENQUEUE_CHUNK):
-            args: list[Any] = []
-            for env in envelopes[start : start + _ENQUEUE_CHUNK]:
+            chunk = envelopes[start : start + _ENQUEUE_CHUNK]
+            args: list[Any] = [self._call_id(), _REPLAY_WINDOW_MS]
+            for env in chunk:
                 # Whole milliseconds, rounded up: a message is never fetchable before its delay.
                 args += (env.id, env.data, math.ceil(env.delay * 1000) if env.delay > 0 else 0)
             try:
                 await _lua.ENQUEUE(self._client, keys.enqueue, args, self._exec)
             except RedisError as exc:
-                msg = f"could not publish {len(envelopes)} message(s) to queue {queue!r}: {exc}"
-                raise BrokerError(msg) from exc
+                msg = f"could not publish {len(envelopes)} message(s) to queue {queue!r}: {explain(exc)}"
+                if not start:
+                    raise BrokerError(msg) from exc
+                # Earlier chunks are in Redis: say so, or a caller who tries again runs them twice.
+                end = start + len(chunk)
+                msg += f"; the first {start} were published, the next {len(chunk)} may have been, the rest were not"
+                raise EnqueueError(
+                    msg,
+                    enqueued=[e.id for e in envelopes[:start]],
+                    unknown=[e.id for e in chunk],
+                    not_enqueued=[e.id for e in envelopes[end:]],
+                ) from exc
 
     # ---- consuming -----------------------------------------------------------------------
 
@@ -231,7 +271,7 @@ class RedisBroker:
 
     def _claim_call(self, keys: _Keys, count: int) -> tuple[str, list[str], list[Any]]:
         """This claim's receipt key, and its KEYS (the receipt, then receipts to delete) and ARGV (``lua/claim.lua``)."""
-        receipt = f"{keys.receipt}{self._claim_tag}-{next(self._claim_seq)}"
+        receipt = keys.receipt + self._call_id()
         done, keys.settled = keys.settled, []
         args = [count, self._lease_ms, self._grace_ms, self._gap_ms, MOVE_LIMIT]
         return receipt, [*keys.claim, receipt, *done], args
@@ -247,7 +287,7 @@ class RedisBroker:
             self._spawn(self._undo_claim(queue, keys, claim))
             raise
         except RedisError as exc:
-            msg = f"could not fetch from queue {queue!r}: {exc}"
+            msg = f"could not fetch from queue {queue!r}: {explain(exc)}"
             raise BrokerError(msg) from exc
         return self._received(keys, receipt, reply)
 
@@ -279,7 +319,7 @@ class RedisBroker:
             try:
                 await self._exec(*blpop)
             except RedisError as exc:
-                msg = f"could not wait for work on queue {queue!r}: {exc}"
+                msg = f"could not wait for work on queue {queue!r}: {explain(exc)}"
                 raise BrokerError(msg) from exc
             return await self._claim(queue, keys, count)
         receipt, claim_keys, args = self._claim_call(keys, count)
@@ -293,12 +333,12 @@ class RedisBroker:
             self._spawn(self._undo_wait(queue, keys, waiter, exchange))
             raise
         except RedisError as exc:
-            msg = f"could not wait for work on queue {queue!r}: {exc}"
+            msg = f"could not wait for work on queue {queue!r}: {explain(exc)}"
             raise BrokerError(msg) from exc
         if isinstance(reply, NoScriptError):
             return await self._claim(queue, keys, count)
         if isinstance(reply, RedisError):
-            msg = f"could not fetch from queue {queue!r}: {reply}"
+            msg = f"could not fetch from queue {queue!r}: {explain(reply)}"
             raise BrokerError(msg) from reply
         return self._received(keys, receipt, reply)
 
@@ -379,9 +419,12 @@ class RedisBroker:
     # ---- introspection -------------------------------------------------------------------
 
     async def get_pending(self, queue: str) -> list[bytes]:
+        """The oldest waiting messages, at most ``PENDING_LIMIT`` of them (see ``Broker.get_pending``)."""
         keys = self._queue(queue)
         try:
-            found: list[bytes] = await _lua.PENDING(self._client, [keys.pending, keys.delayed, keys.data], [], self._exec)
+            found: list[bytes] = await _lua.PENDING(
+                self._client, [keys.pending, keys.delayed, keys.data], [PENDING_LIMIT], self._exec
+            )
         except RedisError as exc:
             msg = f"could not list the pending messages of queue {queue!r}: {exc}"
             raise BrokerError(msg) from exc
@@ -418,7 +461,7 @@ class RedisBroker:
     async def close(self) -> None:
         if self._background:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*self._background, return_exceptions=True), timeout=5.0)
+                await asyncio.wait_for(asyncio.gather(*self._background, return_exceptions=True), timeout=2.0)
         if self._lanes is not None:
             await self._lanes.close()
         if self._close_client:

@@ -28,6 +28,7 @@ from tasqueue.errors import ConfigurationError, NotFoundError, ResultsError
 from tasqueue.results import FinishWatch, Write
 from tasqueue_redis import _lua
 from tasqueue_redis._config import DEFAULT_PREFIX, decodes_responses, make_client, parse_url
+from tasqueue_redis._errors import explain
 from tasqueue_redis._lanes import lanes_for
 from tasqueue_redis._notify import Finishes
 
@@ -199,7 +200,7 @@ class RedisResults:
                 if await self._exec("SET", key, value, "NX", *ttl) is not None:
                     return [True]
             except RedisError as exc:
-                msg = f"could not write {w.key!r}: {exc}"
+                msg = f"could not write {w.key!r}: {explain(exc)}"
                 raise ResultsError(msg) from exc
         keys: list[str] = []
         values: list[Any] = []
@@ -230,7 +231,7 @@ class RedisResults:
             else:
                 reply = await _lua.RESULTS_SET(self._client, keys + lists, args, self._exec)
         except RedisError as exc:
-            msg = f"could not write {len(writes)} key(s): {exc}"
+            msg = f"could not write {len(writes)} key(s): {explain(exc)}"
             raise ResultsError(msg) from exc
         return [c == 49 for c in reply]  # b"1"
 

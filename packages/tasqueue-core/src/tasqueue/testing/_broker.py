@@ -9,6 +9,7 @@ import pytest
 
 from tasqueue.broker import Broker, Delivery, Envelope
 from tasqueue.testing._common import BrokerFixture
+from tasqueue.testing._edges import BrokerEdges
 
 Q = "tasqueue:conformance"
 OTHER = "tasqueue:conformance-other"
@@ -28,7 +29,7 @@ async def _fetch_all(broker: Broker, queue: str, count: int, *, timeout: float =
 
 
 @pytest.mark.asyncio
-class BrokerSuite(BrokerFixture):
+class BrokerSuite(BrokerFixture, BrokerEdges):
     """Subclass and override the ``broker`` fixture (see ``tasqueue.testing``)."""
 
     async def test_starts_empty(self, broker: Broker) -> None:

@@ -20,12 +20,13 @@ from tasqueue.results import Results, Write
 from tasqueue.server import Server
 from tasqueue.tasks import JobCtx, TaskOpts
 from tasqueue.testing._common import BrokerFixture, ResultsFixtures, eventually, running
+from tasqueue.testing._edges import ServerEdges
 
 FAST = Backoff(initial=0.01, max=0.05)
 
 
 @pytest.mark.asyncio
-class ServerSuite(BrokerFixture, ResultsFixtures):
+class ServerSuite(BrokerFixture, ResultsFixtures, ServerEdges):
     """Subclass and override the ``broker`` and ``results_factory`` fixtures (see ``tasqueue.testing``)."""
 
     @pytest.fixture

@@ -7,6 +7,17 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Redis server time in microseconds (below 2^53 until the year 2255, so exact in a double).
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- A whole number as its decimal digits: `..` and tostring would write 1.7e+15.
+local function digits(n)
+  return string.format('%.0f', n)
+end
+
 -- Run a variadic command with `list` as its arguments, in slices that fit Lua's C stack
 -- (unpack of more than ~8000 values fails). Slices of 1000 keep (score, member) pairs together.
 local function bulk(cmd, key, list)

@@ -22,13 +22,13 @@ local before = redis.call('GET', receipt)
 if before then
   local record = cmsgpack.unpack(before)
   local tok, ids = record[1], record[2]
-  local out = {tok, 0}
+  local out = {tonumber(tok), 0}
   local datas = redis.call('HMGET', data, unpack(ids))
   local metas = redis.call('HMGET', meta, unpack(ids))
   for i, id in ipairs(ids) do
     local count, token = parse_meta(metas[i])
     -- Only what this claim still holds: a lease that ran out may be someone else's by now.
-    if token == tostring(tok) and datas[i] then
+    if token == tok and datas[i] then
       out[#out + 1] = id
       out[#out + 1] = datas[i]
       out[#out + 1] = count
@@ -71,9 +71,13 @@ if n > 0 then
   local ids = redis.call('RPOP', pending, n)
   if ids then
     -- One fencing token per claim: a settle must present it, so the holder of an expired lease
-    -- cannot ack or extend a later delivery of the same message.
-    local tok = redis.call('HINCRBY', state, 'seq', 1)
-    out[1] = tok
+    -- cannot ack or extend a later delivery of the same message. Tokens follow the server
+    -- clock (µs), kept increasing: a restart from an older snapshot, or a failover to a replica
+    -- that lagged, rolls `seq` back but not the clock, so no token is ever handed out twice.
+    local num = math.max(now_us(), (tonumber(redis.call('HGET', state, 'seq')) or 0) + 1)
+    local tok = digits(num)
+    redis.call('HSET', state, 'seq', tok)
+    out[1] = num
     local datas = redis.call('HMGET', data, unpack(ids))
     local metas = redis.call('HMGET', meta, unpack(ids))
     local deadline = now + lease_ms
