@@ -193,16 +193,21 @@ class Worker:
 
     async def _hand_back_buffered(self) -> None:
         """Give prefetched deliveries that never started back to the broker, for other workers, all at once."""
+        failed: list[BaseException] = []
 
         async def hand_back(queue: str, d: Delivery) -> None:
             try:
                 # The same bytes as new data: a delivery that never ran is no worker death.
                 await self.broker.nack(queue, d, data=d.data)
-            except Exception:
-                self.log.exception("could not hand back prefetched job %s; it returns when its lease runs out", d.id)
+            except Exception as exc:
+                failed.append(exc)
 
         backs = [hand_back(queue, buffer.pop()) for queue, buffer in self._buffered.items() for _ in range(len(buffer))]
         await asyncio.gather(*backs)
+        if failed:  # one line, not one per job: the broker is likely away
+            self.log.warning(
+                "could not hand back %d prefetched job(s) (%s); they return when their leases run out", len(failed), failed[0]
+            )
 
     def _release_all(self) -> None:
         for task, run in self._runs.items():
