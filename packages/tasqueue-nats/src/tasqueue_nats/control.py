@@ -15,7 +15,7 @@ changes. Reading backwards (newest first) has no JetStream call: it reads forwar
 window of sequences that grows until the page is full.
 
 Acting on one job by id (``held``, ``remove``, ``promote``) looks the id up among the queue's
-waiting messages, at most ``SCAN_LIMIT`` of them: a WorkQueue stream has no index by job id.
+messages, at most ``SCAN_LIMIT`` of them: a WorkQueue stream has no index by job id.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ _UNTIL = "Tq-Until"
 _DUE = "Tq-Due"
 _EXPECT = "Nats-Expected-Last-Subject-Sequence"
 _ROUNDS = 32
+_BATCH = 256  # direct gets in flight while reading forward
 _INDEXED = (JobState.RETRYING, JobState.SUCCESSFUL, JobState.FAILED)
 
 
@@ -200,21 +201,37 @@ class NatsControl:
         return out
 
     async def _forward(self, stream: str, subject: str, first: int, limit: int, below: int | None = None) -> list[Msg]:
-        """Messages on ``subject`` from sequence ``first`` on (and below ``below``), oldest first."""
+        """Messages on ``subject`` from sequence ``first`` on (and below ``below``), oldest first.
+
+        Direct gets go out in batches, one per sequence from where the last batch ended; each
+        answers the first message at or after its sequence, so that a batch covers every match
+        up to the furthest one it found, in one round trip (duplicates are dropped).
+        """
         out: list[Msg] = []
         seq = first
         while len(out) < limit:
-            r = Request(f"$JS.API.DIRECT.GET.{stream}", json.dumps({"seq": seq, "next_by_subj": subject}).encode())
-            await self._client.send([r])
-            assert r.reply is not None
-            headers = r.reply.headers or {}
-            if "Status" in headers:
+            want = limit - len(out) if below is None else min(limit - len(out), below - seq)
+            batch = min(_BATCH, max(want, 1))
+            requests = [
+                Request(f"$JS.API.DIRECT.GET.{stream}", json.dumps({"seq": n, "next_by_subj": subject}).encode())
+                for n in range(seq, seq + batch)
+            ]
+            await self._client.send(requests)
+            found: dict[int, Msg] = {}
+            for r in requests:
+                assert r.reply is not None
+                if "Status" not in (r.reply.headers or {}):
+                    found.setdefault(_seq(r.reply), r.reply)
+            if not found:
                 break
-            seq = int(headers["Nats-Sequence"])
-            if below is not None and seq >= below:
-                break
-            out.append(r.reply)
-            seq += 1
+            for n in sorted(found):
+                if (below is not None and n >= below) or len(out) >= limit:
+                    return out
+                out.append(found[n])
+            last = requests[-1].reply
+            if last is not None and "Status" in (last.headers or {}):
+                break  # nothing at or after the batch's last sequence: the subject ends here
+            seq = max(found) + 1
         return out
 
     async def _backward(self, stream: str, subject: str, floor: int, below: int, limit: int) -> list[Msg]:
