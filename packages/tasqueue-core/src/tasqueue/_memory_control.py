@@ -71,11 +71,10 @@ class MemoryControl:
         return time.time() + (monotonic - self._broker._clock())
 
     def _retrying(self, queue: str, q: _Queue) -> dict[str, float]:
-        """Retry entries still to come due whose message still waits delayed."""
+        """Retry entries still to come due (a worker writes one just before it hands the job back)."""
         index = self._index.get((queue, JobState.RETRYING), {})
         now = time.time()
-        waiting = {id_ for _, _, id_ in q.delayed}
-        for id_ in [i for i, at in index.items() if at <= now or i not in waiting]:
+        for id_ in [i for i, at in index.items() if at <= now]:
             del index[id_]
         return index
 
@@ -148,6 +147,10 @@ class MemoryControl:
             q.delayed[:] = [e for e in q.delayed if e[2] not in gone]
             heapq.heapify(q.delayed)
         return dropped
+
+    async def held(self, queue: str, ids: Sequence[str]) -> list[str]:
+        q = self._q(queue)
+        return [i for i in ids if i in q.items]
 
     async def remove(self, queue: str, ids: Sequence[str]) -> list[str]:
         return self._drop(self._q(queue), ids)

@@ -1,20 +1,22 @@
 """What a worker tells the control plane, and what it learns from it, once per heartbeat.
 
 Every ``interval`` a worker stores its record (host, pid, queues, in-flight jobs) with a time to
-live of a few intervals, so a worker that dies drops out of ``Inspector.workers()`` on its own;
-adds the jobs it finished (and the ones it set to retry) to the per-queue indexes, one batch per
-beat rather than a write per job; and reads the paused queues. A consume loop checks ``gate``
+live of a few intervals, so a worker that dies drops out of ``Inspector.workers()`` on its own,
+and reads the paused queues. The jobs it finished (and the ones it set to retry) go to the
+per-queue indexes beside each batch of outcomes the settler writes: one write per batch, not
+per job, and one at a time, so the hot path never waits for it. A consume loop checks ``gate``
 before each fetch, so pausing costs the hot path one set lookup.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +33,9 @@ _encode = msgspec.msgpack.Encoder().encode
 #: Seconds between beats; a record lives for ``_TTL_BEATS`` of them.
 INTERVAL = 1.0
 _TTL_BEATS = 5
+#: Longest the worker waits for the control plane at any point: inspection data is never worth
+#: stalling jobs for (the write goes on in the background, or is retried with the next beat).
+PATIENCE = 2.0
 _MAX_TRACEBACK = 64 * 1024
 
 
@@ -58,13 +63,22 @@ class Presence:
         self._parked: set[str] = set()
         self._resumed: dict[str, asyncio.Event] = {}
         self._entries: list[Finished] = []
+        self._writing: asyncio.Task[None] | None = None
+        self._running: asyncio.Task[Any] | None = None
+        self._stopping: asyncio.Event | None = None
         self._done = 0
         self._failed = 0
 
     # ---- called by the worker ------------------------------------------------------------
 
     def finished(self, queues: dict[str, str], success: Iterable[str], failed: Iterable[str]) -> None:
-        """Jobs whose outcome was just written; ``queues`` maps their ids to their queues."""
+        """Index the jobs of a batch whose outcomes are being written; ``queues`` maps their ids to their queues.
+
+        The entries (and the retries noted since the last batch) are written by one background
+        write at a time, beside the outcomes: a slow control plane never holds up the acks, and
+        entries wait for the next write meanwhile. A worker killed while that write is in flight
+        leaves its entries out of the counts (the job records are complete).
+        """
         now = time.time()
         for ids, state in ((success, JobState.SUCCESSFUL), (failed, JobState.FAILED)):
             for job_id in ids:
@@ -76,6 +90,25 @@ class Presence:
                         self._done += 1
                     else:
                         self._failed += 1
+        if self.control is not None and self._entries and (self._writing is None or self._writing.done()):
+            self._writing = asyncio.create_task(self._record())
+
+    async def _record(self) -> None:
+        """Write the buffered index entries; on failure keep them for the next beat (raises only a cancellation)."""
+        control = self.control
+        if control is None or not self._entries:
+            return
+        entries, self._entries = self._entries, []
+        try:
+            await control.record(entries)
+        except asyncio.CancelledError:
+            self._entries[:0] = entries
+            raise
+        except Exception:
+            self._entries[:0] = entries
+            self.worker.log.warning(
+                "could not index %d finished job(s); retrying with the next beat", len(entries), exc_info=True
+            )
 
     def retrying(self, queue: str, job_id: str, delay: float) -> None:
         if self.control is not None:
@@ -93,15 +126,23 @@ class Presence:
 
     # ---- the beat ------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Beat in the background until ``stop()``; ``leave()`` waits for the beats to end."""
+        self._stopping = asyncio.Event()
+        self._running = asyncio.create_task(self.run(), name="tasqueue-presence")
+
     async def run(self) -> None:
-        if self.control is None:
+        if self.control is None or self._stopping is None:
             return
-        while True:
-            try:
-                await self.beat()
-            except Exception:
-                self.worker.log.warning("could not report to the control plane; retrying next beat", exc_info=True)
-            await asyncio.sleep(self.interval)
+        while not self._stopping.is_set():
+            await unhurried(self.beat(), "report to the control plane", self.worker.log)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+
+    def stop(self) -> None:
+        """End the beats (the one under way finishes: control-plane calls are never cut short)."""
+        if self._stopping is not None:
+            self._stopping.set()
 
     async def beat(self) -> None:
         control = self.control
@@ -112,13 +153,8 @@ class Presence:
             if queue not in paused and queue in self.paused:
                 self._resumed.pop(queue, asyncio.Event()).set()
         self.paused = {q for q in paused if q in self.worker.queues}
-        if self._entries:
-            entries, self._entries = self._entries, []
-            try:
-                await control.record(entries)
-            except BaseException:
-                self._entries[:0] = entries
-                raise
+        if self._writing is None or self._writing.done():
+            await self._record()
         await control.beat(self.id, _encode(self.record()), self.interval * _TTL_BEATS)
 
     def record(self) -> Any:
@@ -143,13 +179,16 @@ class Presence:
         """Flush what is left and remove this worker's record; best effort, on shutdown."""
         if self.control is None:
             return
-        try:
-            if self._entries:
-                await self.control.record(self._entries)
-                self._entries = []
+        self.stop()
+        pending = {t for t in (self._running, self._writing) if t is not None and not t.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=PATIENCE)
+        await unhurried(self._leave(), "remove this worker's record (it expires on its own)", self.worker.log)
+
+    async def _leave(self) -> None:
+        await self._record()
+        if self.control is not None:
             await self.control.leave(self.id)
-        except Exception:
-            self.worker.log.warning("could not remove this worker's record; it expires on its own", exc_info=True)
 
 
 def schedule_records(messages: Sequence[Any]) -> list[tuple[str, bytes]]:
@@ -194,7 +233,26 @@ async def note_schedules(broker: object, messages: Sequence[Any], log: Any) -> N
     control = control_of(broker)
     if control is None:
         return
-    try:
-        await control.note_schedules(schedule_records(messages))
-    except Exception:
-        log.warning("could not record %d schedule(s) for inspection", len(messages), exc_info=True)
+    await unhurried(control.note_schedules(schedule_records(messages)), "record schedules for inspection", log)
+
+
+async def unhurried(call: Coroutine[Any, Any, None], what: str, log: Any) -> None:
+    """Run a control-plane call, waiting for it ``PATIENCE`` seconds at most, and never cancel it.
+
+    Cutting a client call short can leave its connection mid-reply (redis-py's cluster client
+    then hangs the next caller); a slow call instead goes on in the background.
+    """
+    task = asyncio.ensure_future(call)
+    _LATE.add(task)
+    task.add_done_callback(_LATE.discard)
+    done, _ = await asyncio.wait({task}, timeout=PATIENCE)
+    if not done:
+        log.warning("could not %s within %.0fs; carrying on", what, PATIENCE)
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.warning("could not %s: %s", what, exc, exc_info=exc)
+
+
+#: Control-plane calls still running in the background, kept referenced until they end.
+_LATE: set[asyncio.Future[None]] = set()

@@ -115,7 +115,7 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         settler = asyncio.create_task(self._settler.run(), name="tasqueue-settler")
         heartbeat = asyncio.create_task(self._heartbeat.run(), name="tasqueue-heartbeat")
-        presence = asyncio.create_task(self.presence.run(), name="tasqueue-presence")
+        self.presence.start()
         consumers = [asyncio.create_task(self._consume(queue), name=f"tasqueue-consume:{queue}") for queue in self.queues]
         self.log.info(
             "worker started: queues %s, tasks %s",
@@ -126,7 +126,7 @@ class Worker:
             await self._stop_requested.wait()
         finally:
             # Cancelled from outside (or stopped): shut down gracefully either way.
-            presence.cancel()
+            self.presence.stop()  # not cancel(): a control-plane call is never cut short
             await asyncio.shield(self._shutdown(consumers, heartbeat, settler))
 
     async def stop(self) -> None:

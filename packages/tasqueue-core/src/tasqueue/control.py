@@ -105,6 +105,10 @@ class ControlPlane(Protocol):
         """
         ...
 
+    async def held(self, queue: str, ids: Sequence[str]) -> list[str]:
+        """The ids of ``ids`` whose message the broker still holds (waiting, delayed or leased)."""
+        ...
+
     async def remove(self, queue: str, ids: Sequence[str]) -> list[str]:
         """Drop messages that wait (queued, delayed, retrying; not leased); return the ids dropped."""
         ...

@@ -19,6 +19,7 @@ failed" is many bounded calls, not one huge one.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
@@ -48,6 +49,8 @@ __all__ = [
 
 #: Most jobs one chunk of a bulk action touches.
 CHUNK = 500
+#: Seconds a retry waits for a just-failed job's worker to let go of it.
+SETTLE_WAIT = 5.0
 MAX_PAGE = 1000
 
 _WAITING = (JobState.QUEUED, JobState.DELAYED, JobState.RETRYING)
@@ -469,6 +472,10 @@ class Inspector:
             )
         if not fresh:
             return 0, skipped
+        fresh, unsettled = await self._settled(fresh)
+        skipped += unsettled
+        if not fresh:
+            return 0, skipped
         data = [encode(m) for m in fresh]
         # An unversioned write counts as lowest, so the worker's first status write wins over it.
         await self.results.set_many([Write(job_key(m.id), d) for m, d in zip(fresh, data, strict=True)])
@@ -480,6 +487,28 @@ class Inspector:
             await self.server.broker.enqueue(queue, envelopes)
             await self.control.forget(queue, JobState.FAILED, [e.id for e in envelopes])
         return len(fresh), skipped
+
+    async def _settled(self, messages: list[JobMessage]) -> tuple[list[JobMessage], list[str]]:
+        """Split failed jobs into those their broker has let go of and those it still holds.
+
+        A job's failure is stored just before its worker acks it; a retry published in between
+        would be dropped as a duplicate of the message being acked, so wait for the ack (it
+        follows within a batch's round trip), up to ``SETTLE_WAIT`` seconds.
+        """
+        by_queue: dict[str, list[str]] = {}
+        for m in messages:
+            by_queue.setdefault(m.queue, []).append(m.id)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + SETTLE_WAIT
+        held: set[str] = set()
+        while True:
+            held = set()
+            for queue, ids in by_queue.items():
+                held.update(await self.control.held(queue, ids))
+            if not held or loop.time() >= give_up:
+                break
+            await asyncio.sleep(0.02)  # the worker's ack is in flight; nothing announces it
+        return [m for m in messages if m.id not in held], sorted(held)
 
     async def _run_now_chunk(self, found: list[tuple[str, JobMessage | None]], target: JobFilter | None) -> tuple[int, list[str]]:
         by_queue: dict[str, list[str]] = {}

@@ -180,7 +180,7 @@ class RedisControl:
         for n, (member, score) in enumerate(entries):
             if state is JobState.DELAYED:
                 due = replies[1][n]
-                if due is not None and due > now:
+                if due is not None and float(due) > now:
                     continue  # waiting out a retry's backoff: listed as retrying
             out.append(Listed(_text(member), score / 1000, datas[n]))
         return out, next_cursor
@@ -250,6 +250,13 @@ class RedisControl:
         return pairs, (_cursor(pairs[-1][1], pairs[-1][0]) if more and pairs else None)
 
     # ---- acting on messages --------------------------------------------------------------
+
+    async def held(self, queue: str, ids: Sequence[str]) -> list[str]:
+        if not ids:
+            return []
+        k = self._keys(queue)
+        (found,) = await self._pipe(f"read jobs of queue {queue!r}", lambda p: p.hmget(k.data, list(ids)))
+        return [i for i, d in zip(ids, found, strict=True) if d is not None]
 
     async def remove(self, queue: str, ids: Sequence[str]) -> list[str]:
         if not ids:

@@ -29,6 +29,8 @@ class Capabilities:
         lease_expiry: An unsettled lease runs out after ``visibility_timeout`` and the message
             is delivered again.
         expiry: The results store expires keys and list entries after its ``expiry``.
+        inspect: The broker has a control plane (``broker.control``, see ``tasqueue.control``),
+            so that ``tasqueue.Inspector`` works on it.
         any_loop: The backend may be used from one event loop after another, and from another
             thread's loop (``srv.sync``, a module-level Server under pytest-asyncio).
     """
@@ -37,6 +39,7 @@ class Capabilities:
     dedupe: bool = True
     lease_expiry: bool = True
     expiry: bool = True
+    inspect: bool = True
     any_loop: bool = True
 
     def require(self, name: str) -> None:

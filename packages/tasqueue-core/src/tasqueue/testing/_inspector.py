@@ -32,6 +32,10 @@ class Boom(Exception):
 class InspectorSuite(BrokerFixture, ResultsFixtures):
     """Subclass and override the ``broker`` and ``results_factory`` fixtures (see ``tasqueue.testing``)."""
 
+    @pytest.fixture(autouse=True)
+    def _needs_a_control_plane(self) -> None:
+        self.capabilities.require("inspect")
+
     @pytest.fixture
     def server(self, broker: Broker, results: Results) -> Server:
         return Server(broker, results, load_entrypoints=False, shutdown_timeout=0.5, fetch_timeout=0.2)
@@ -80,6 +84,11 @@ class InspectorSuite(BrokerFixture, ResultsFixtures):
             await eventually(settled)
             counts = (await inspector.queue("iq")).counts
             assert (counts.total_successful, counts.total_failed, counts.paused) == (3, 2, False)
+            # Each job is listed in the one state it is counted in.
+            assert [j.id for j in (await inspector.jobs("iq", JobState.RETRYING)).jobs] == [retrying]
+            assert retrying not in [j.id for j in (await inspector.jobs("iq", JobState.DELAYED)).jobs]
+            assert [j.id for j in (await inspector.jobs("iq", JobState.RUNNING)).jobs] == [slow_id]
+            assert {j.id for j in (await inspector.jobs("iq", JobState.FAILED)).jobs} == set(failed)
             idle = (await inspector.queue("iq-nobody")).counts
             assert (idle.queued, idle.running, idle.successful) == (4, 0, 0)
             names = [q.name for q in await inspector.queues()]
