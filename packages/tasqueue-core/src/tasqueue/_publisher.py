@@ -23,7 +23,7 @@ from tasqueue._codec import decode_job
 from tasqueue._codec import encode as encode_message
 from tasqueue._keys import derived_id, job_key, new_id, schedule_key
 from tasqueue._presence import note_schedules
-from tasqueue.broker import Broker, Envelope
+from tasqueue.broker import Broker, Envelope, FusedEnqueue
 from tasqueue.errors import BrokerError, EnqueueError, TasqueueError
 from tasqueue.jobs import DEFAULT_QUEUE, Job
 from tasqueue.messages import JobMessage, JobStatus
@@ -31,6 +31,9 @@ from tasqueue.results import Results, Write
 from tasqueue.tasks import RegisteredTask
 
 replace = msgspec.structs.replace
+
+#: Most jobs one fused enqueue call carries (see tasqueue.broker): each call is one step.
+_FUSED_BATCH = 500
 
 
 class Producer(Protocol):
@@ -57,6 +60,15 @@ class Publisher:
 
     def __init__(self, app: Producer) -> None:
         self._app = app
+        self._fusing: tuple[object, object, FusedEnqueue | None] = (None, None, None)
+
+    def _fused(self) -> FusedEnqueue | None:
+        """The broker's fused enqueue for the results store (an optional capability, see ``tasqueue.broker``)."""
+        broker, results = self._app.broker, self._app.results
+        if self._fusing[0] is not broker or self._fusing[1] is not results:
+            fuse = getattr(broker, "fused_enqueue", None)
+            self._fusing = (broker, results, fuse(results) if callable(fuse) else None)
+        return self._fusing[2]
 
     # ---- messages ------------------------------------------------------------------------
 
@@ -131,7 +143,8 @@ class Publisher:
         """Store each message as ``queued`` and publish it; return the ids.
 
         Ids that tasqueue generated cannot be stored already, so their records and their publish
-        go out at once (one round trip of waiting, not two). An id given by the caller, or
+        go out at once: in one step where the broker can fuse them with the results store (see
+        ``tasqueue.broker``), else side by side (one round trip of waiting, not two). An id given by the caller, or
         derived (follow-ups, cron runs), is an idempotency key: it is stored first, and an id
         already stored is not published again (see ``_store_then_publish``). An id given twice
         in one call is one job: the first.
@@ -149,27 +162,45 @@ class Publisher:
                 first.setdefault(m.id, m)
             messages = list(first.values())
         data = [encode_message(m) for m in messages]
-        # A job due later keeps its record until it runs (the run's writes bring the store's
-        # expiry back): an eta beyond the expiry must not find its record gone.
-        writes = [
-            Write(job_key(m.id), d, version=0, persist=m.job.opts.eta is not None) for m, d in zip(messages, data, strict=True)
-        ]
-        writes += [
-            Write(schedule_key(m.id), d, persist=True) for m, d in zip(messages, data, strict=True) if m.schedule_id == m.id
-        ]
         if all(m.job.opts.id is None for m in messages):
-            await self._store_and_publish_new(messages, data, writes)
+            fused = self._fused()
+            if fused is not None:
+                await self._store_and_publish_fused(fused, messages, data)
+            else:
+                await self._store_and_publish_new(messages, data, _records(messages, data))
         else:
-            await self._store_then_publish(messages, data, writes)
+            await self._store_then_publish(messages, data, _records(messages, data))
         if any(m.schedule_id for m in messages):
             await note_schedules(self._app.broker, messages, self._app.log)
         return ids
+
+    async def _store_and_publish_fused(self, fused: FusedEnqueue, messages: Sequence[JobMessage], data: list[bytes]) -> None:
+        """Record and publish in one step per queue and batch (the broker leaves no record of a job it did not publish)."""
+        by_queue: dict[str, list[int]] = {}
+        for i, m in enumerate(messages):
+            by_queue.setdefault(m.queue, []).append(i)
+        now = self._app.clock.now()
+        done = 0
+        for queue, indexes in by_queue.items():
+            for start in range(0, len(indexes), _FUSED_BATCH):
+                part = [messages[i] for i in indexes[start : start + _FUSED_BATCH]]
+                part_data = [data[i] for i in indexes[start : start + _FUSED_BATCH]]
+                envelopes = [Envelope(m.id, d, _delay(m, now)) for m, d in zip(part, part_data, strict=True)]
+                try:
+                    await fused(queue, envelopes, _records(part, part_data))
+                except Exception as exc:
+                    if isinstance(exc, TasqueueError) and not done:
+                        raise
+                    before = f" (the {done} before them were)" if done else ""
+                    msg = f"could not enqueue {len(messages) - done} job(s){before}: {exc}"
+                    raise BrokerError(msg) from exc
+                done += len(part)
 
     async def _store_and_publish_new(self, messages: Sequence[JobMessage], data: list[bytes], writes: list[Write]) -> None:
         # A worker may run a job before its "queued" record lands: that write is "only if
         # absent", so it never overwrites what the worker recorded.
         now = self._app.clock.now()
-        publishing = _start_task(self.publish([(m.queue, m.id, d, _delay(m, now)) for m, d in zip(messages, data, strict=True)]))
+        publishing = start_task(self.publish([(m.queue, m.id, d, _delay(m, now)) for m, d in zip(messages, data, strict=True)]))
         stored: Exception | None = None
         try:
             await self._app.results.set_many(writes)
@@ -264,6 +295,15 @@ class Publisher:
             self._app.log.exception("could not delete the records of %d job(s) whose publish failed", len(messages))
 
 
+def _records(messages: Sequence[JobMessage], data: Sequence[bytes]) -> list[Write]:
+    """The ``queued`` records of new messages ("only if absent"), and of the schedules they start."""
+    # A job due later keeps its record until it runs (the run's writes bring the store's
+    # expiry back): an eta beyond the expiry must not find its record gone.
+    writes = [Write(job_key(m.id), d, version=0, persist=m.job.opts.eta is not None) for m, d in zip(messages, data, strict=True)]
+    writes += [Write(schedule_key(m.id), d, persist=True) for m, d in zip(messages, data, strict=True) if m.schedule_id == m.id]
+    return writes
+
+
 def _unpublished(exc: BaseException, messages: Sequence[JobMessage]) -> list[JobMessage]:
     """Which of ``messages`` a failed publish surely did not publish: all, unless it says otherwise."""
     if isinstance(exc, EnqueueError):
@@ -278,11 +318,11 @@ def _delay(m: JobMessage, now: datetime) -> float:
     return 0.0 if eta is None else max((eta - now).total_seconds(), 0.0)
 
 
-def _start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+def start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
     """Run ``coro`` as a task; from Python 3.12 eagerly, up to its first real wait.
 
     A publish to an in-process backend, which never waits, then finishes without a trip through
-    the event loop, which is most of what such a task costs.
+    the event loop, which is most of what such a task costs; so does a no-op job's run.
     """
     if sys.version_info >= (3, 12):
         return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)

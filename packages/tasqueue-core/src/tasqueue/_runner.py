@@ -113,7 +113,6 @@ class Runner:
         self._unknown = _policies.UnknownTasks(log, options.unknown_task_timeout)
 
     async def run(self, run: Run) -> None:
-        _current.set(run)
         d = run.delivery
         try:
             msg = decode_job(d.data)
@@ -121,28 +120,67 @@ class Runner:
             self._bury(run, exc)
             return
         try:
-            if d.deliveries > 1 and not await self._may_run_again(run, msg):
-                return
             task = self.tasks.get(msg.job.task)
-            if task is None:
-                await self._unknown_task(run, msg)
-                return
-            if run.queue == DEFAULT_QUEUE != task.opts.queue:
-                await self._forward(run, msg, task.opts.queue)
-                return
-            if msg.schedule_id and msg.retried == 0 and not await self._schedule_next(run, msg):
-                return
+            if task is None or d.deliveries > 1 or msg.schedule_id or run.queue == DEFAULT_QUEUE != task.opts.queue:
+                task = await self._admit(run, msg)
+                if task is None:
+                    return
             if msg.job.opts.max_retries is None and task.opts.max_retries is not None:
                 msg = replace(msg, max_retry=task.opts.max_retries)  # the producer did not know the task's default
             processing = replace(msg, status=JobStatus.PROCESSING, processed_at=self._clock.now(), stalls=d.deliveries - 1)
             self.settler.write(Write(job_key(msg.id), encode(processing), version=_version(processing, d, PHASE_RUNNING)))
             run.record = processing
-            await self._handle(run, processing, task)
+            # ---- the handler, inside the process middleware ----
+            ctx = JobCtx(processing, self.results, result_key(msg.id), run)
+            opts = task.opts
+            if not task.is_async or processing.job.opts.timeout or opts.timeout:
+                _current.set(run)  # for the innermost step, under the middleware: the thread, the timeout
+            try:
+                if opts.processing_cb is not None:
+                    await self._callback(run, opts.processing_cb, ctx)
+                returned = await self._process(ctx)
+                value: object = returned  # checked at run time: handlers are not always type-checked
+                if value is not None and not isinstance(value, bytes):
+                    problem = f"the handler of task {processing.job.task!r} returned {type(value).__name__}; return bytes or None"
+                    raise TypeError(problem)
+            except asyncio.CancelledError:
+                if run.lost:
+                    return  # the job belongs to whoever holds its lease now
+                raise
+            except Exception as exc:
+                run.finishing = True
+                if run.released:
+                    self._hand_back(run, processing)
+                elif not run.lost:
+                    await self._failed(run, ctx, task, exc)
+                return
+            run.finishing = True
+            if run.released:
+                # The handler swallowed the shutdown's cancellation and returned: it was cut
+                # short, so it must not count as a success.
+                self._hand_back(run, processing)
+            elif not run.lost:
+                await self._succeeded(run, ctx, task, returned)
         except asyncio.CancelledError:
             if run.released and not run.finishing:
                 self._hand_back(run, msg)
                 return
             raise
+
+    async def _admit(self, run: Run, msg: JobMessage) -> RegisteredTask | None:
+        """The checks a job needs before it runs, beyond the common case; ``None`` if it was settled here."""
+        if run.delivery.deliveries > 1 and not await self._may_run_again(run, msg):
+            return None
+        task = self.tasks.get(msg.job.task)
+        if task is None:
+            await self._unknown_task(run, msg)
+            return None
+        if run.queue == DEFAULT_QUEUE != task.opts.queue:
+            await self._forward(run, msg, task.opts.queue)
+            return None
+        if msg.schedule_id and msg.retried == 0 and not await self._schedule_next(run, msg):
+            return None
+        return task
 
     async def _may_run_again(self, run: Run, msg: JobMessage) -> bool:
         """For a redelivery: False if it is settled here (finished already, or parked)."""
@@ -168,57 +206,29 @@ class Runner:
 
     # ---- the handler ---------------------------------------------------------------------
 
-    async def _handle(self, run: Run, msg: JobMessage, task: RegisteredTask) -> None:
-        ctx = JobCtx(msg, self.results, result_key(msg.id), run)
-        opts = task.opts
-        try:
-            if opts.processing_cb is not None:
-                await self._callback(run, opts.processing_cb, ctx)
-            returned = await self._process(ctx)
-            value: object = returned  # checked at run time: handlers are not always type-checked
-            if value is not None and not isinstance(value, bytes):
-                problem = f"the handler of task {msg.job.task!r} returned {type(value).__name__}; return bytes or None"
-                raise TypeError(problem)
-        except asyncio.CancelledError:
-            if run.lost:
-                return  # the job belongs to whoever holds its lease now
-            raise
-        except Exception as exc:
-            run.finishing = True
-            if run.released:
-                self._hand_back(run, msg)
-            elif not run.lost:
-                await self._failed(run, ctx, task, exc)
-            return
-        run.finishing = True
-        if run.released:
-            # The handler swallowed the shutdown's cancellation and returned: it was cut
-            # short, so it must not count as a success.
-            self._hand_back(run, msg)
-        elif not run.lost:
-            await self._succeeded(run, ctx, task, returned)
-
     async def _call_handler(self, ctx: JobCtx) -> bytes | None:
         """The innermost step of processing: the handler itself, with the job's timeout."""
-        run = _current.get()
         task = self.tasks[ctx.meta.job.task]
         payload = ctx.meta.job.payload
+        timeout = ctx.meta.job.opts.timeout or task.opts.timeout
         call: Awaitable[bytes | None]
         if task.is_async:
+            if timeout is None:
+                return await cast(AsyncHandler, task.handler)(payload, ctx)
             call = cast(AsyncHandler, task.handler)(payload, ctx)
         else:
             assert self._executor is not None
+            run = _current.get()
             run.loop = asyncio.get_running_loop()
             # Carry contextvars (trace context, for one) into the thread. The worker holds the
             # run's slot until the thread ends, so a free thread always waits for the next run.
             handler = cast(SyncHandler, task.handler)
             run.thread = self._executor.submit(contextvars.copy_context().run, handler, payload, ctx)
             call = asyncio.wrap_future(run.thread)
-        timeout = ctx.meta.job.opts.timeout or task.opts.timeout
-        if timeout is None:
-            return await call
+            if timeout is None:
+                return await call
         assert isinstance(timeout, float)
-        return await _within(call, timeout, run)
+        return await _within(call, timeout, _current.get())
 
     # ---- outcomes ------------------------------------------------------------------------
 

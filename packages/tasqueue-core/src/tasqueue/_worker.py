@@ -26,7 +26,7 @@ from tasqueue._options import Options
 from tasqueue._outage import Outage
 from tasqueue._prefetch import Prefetch
 from tasqueue._presence import Presence
-from tasqueue._publisher import Publisher
+from tasqueue._publisher import Publisher, start_task
 from tasqueue._runner import Run, Runner
 from tasqueue._settler import Settler
 from tasqueue.broker import Broker, Delivery
@@ -193,16 +193,21 @@ class Worker:
 
     async def _hand_back_buffered(self) -> None:
         """Give prefetched deliveries that never started back to the broker, for other workers, all at once."""
+        failed: list[BaseException] = []
 
         async def hand_back(queue: str, d: Delivery) -> None:
             try:
                 # The same bytes as new data: a delivery that never ran is no worker death.
                 await self.broker.nack(queue, d, data=d.data)
-            except Exception:
-                self.log.exception("could not hand back prefetched job %s; it returns when its lease runs out", d.id)
+            except Exception as exc:
+                failed.append(exc)
 
         backs = [hand_back(queue, buffer.pop()) for queue, buffer in self._buffered.items() for _ in range(len(buffer))]
         await asyncio.gather(*backs)
+        if failed:  # one line, not one per job: the broker is likely away
+            self.log.warning(
+                "could not hand back %d prefetched job(s) (%s); they return when their leases run out", len(failed), failed[0]
+            )
 
     def _release_all(self) -> None:
         for task, run in self._runs.items():
@@ -258,7 +263,7 @@ class Worker:
         while buffer and self._running[queue] < concurrency and self._solo is None and not self._solo_waiting:
             run = Run(queue, buffer.popleft())
             self._running[queue] += 1
-            task = asyncio.create_task(self._runner.run(run))
+            task = start_task(self._runner.run(run))
             self._runs[task] = run
             task.add_done_callback(self._done)
 

@@ -8,16 +8,25 @@ is delivered again, with ``Delivery.deliveries`` one higher, so the core can tel
 keeps dying apart from a handler that raises.
 
 Backends prove they honour this contract with the conformance kit in ``tasqueue.testing``.
+
+One capability is optional, and the core looks it up with ``getattr``: a broker whose messages
+live where a results store keeps its records (one Redis, say) may offer ``fused_enqueue(results)``,
+returning a ``FusedEnqueue`` that stores new jobs' records and publishes their messages in one
+step (one round trip per enqueue instead of two), or ``None`` for a store it cannot fuse with.
+The core uses it for jobs whose ids it made up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 import msgspec
 
-__all__ = ["PENDING_LIMIT", "Broker", "Delivery", "Envelope"]
+if TYPE_CHECKING:
+    from tasqueue.results import Write
+
+__all__ = ["PENDING_LIMIT", "Broker", "Delivery", "Envelope", "FusedEnqueue"]
 
 #: Most messages one ``Broker.get_pending`` call returns: listing a long queue must not stall
 #: the broker (or the process) for everyone else.
@@ -57,6 +66,13 @@ class Delivery(msgspec.Struct, frozen=True):
     data: bytes
     deliveries: int = 1
     receipt: Any = None
+
+
+#: ``(queue, envelopes, writes)``: apply the results ``writes`` (plain or "only if absent",
+#: maybe ``persist``) and publish ``envelopes`` to ``queue``, in one step. Raises
+#: ``tasqueue.errors.BrokerError`` when it could not, leaving no record written for a message
+#: it did not publish.
+FusedEnqueue: TypeAlias = Callable[[str, Sequence[Envelope], Sequence["Write"]], Awaitable[None]]
 
 
 @runtime_checkable

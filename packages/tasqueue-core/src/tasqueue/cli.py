@@ -26,7 +26,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from tasqueue import _loop
 from tasqueue import _output as out
+from tasqueue._loop import LOOPS
 from tasqueue.control import JobState
 from tasqueue.errors import BrokerError, NotFoundError, ResultsError, TasqueueError
 from tasqueue.inspector import Inspector, JobFilter
@@ -388,13 +390,13 @@ def _worker(args: argparse.Namespace) -> int:
     _select(srv, args.queues, args.concurrency)
     if args.processes == 1:
         if os.environ.get(_logs.SLOT_ENV) is not None:
-            asyncio.run(_supervised(srv, os.getppid()))
+            _loop.run(_supervised(srv, os.getppid()), args.loop)
         else:
-            srv.run()
+            srv.run(loop=args.loop)
         return 0
     from tasqueue._supervisor import Supervisor, worker_command
 
-    options = ["--log-level", args.log_level, "--log-format", args.log_format]
+    options = ["--log-level", args.log_level, "--log-format", args.log_format, "--loop", args.loop]
     if args.queues:
         options += ["--queues", args.queues]
     if args.concurrency is not None:
@@ -516,6 +518,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--log-format", default="text", choices=["text", "json"], help="text lines (default) or one JSON object per line"
+    )
+    worker.add_argument(
+        "--loop",
+        default="auto",
+        choices=LOOPS,
+        help="the event loop: uvloop when installed (pip install 'tasqueue-core[uvloop]'), else asyncio's (default: auto)",
     )
 
     add("queues", "list queues with their job counts per state", _inspect(_queues), conn, js)

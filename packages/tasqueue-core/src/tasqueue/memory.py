@@ -43,6 +43,7 @@ DEFAULT_MAX_KEYS = 100_000
 DEFAULT_LIST_LIMIT = 100_000
 
 Clock = Callable[[], float]
+_NEVER = float("inf")
 
 
 class _Item:
@@ -298,9 +299,13 @@ class MemoryResults:
         self._kept: dict[str, _Entry] = {}
         self._lists: dict[str, OrderedDict[str, float | None]] = {"success": OrderedDict(), "failed": OrderedDict()}
         self._watches: dict[str, set[EventWatch]] = {}
+        # The earliest time anything can expire, so that a write sweeps only when something may have.
+        self._sweep_at = _NEVER
 
     def _live(self, key: str, now: float) -> _Entry | None:
-        entry = self._data.get(key) or self._kept.get(key)
+        entry = self._data.get(key)
+        if entry is None and self._kept:
+            entry = self._kept.get(key)
         if entry is not None and entry.expires is not None and entry.expires <= now:
             del self._data[key]
             return None
@@ -308,21 +313,27 @@ class MemoryResults:
 
     def _sweep(self, now: float) -> None:
         data = self._data
-        while data:
-            key, entry = next(iter(data.items()))
-            if entry.expires is None or entry.expires > now:
-                break
-            del data[key]
+        if now >= self._sweep_at:  # something may have expired: take it from the fronts
+            while data:
+                key, entry = next(iter(data.items()))
+                if entry.expires is None or entry.expires > now:
+                    break
+                del data[key]
+            for ids in self._lists.values():
+                while ids:
+                    first, expires_at = next(iter(ids.items()))
+                    if expires_at is None or expires_at > now:
+                        break
+                    del ids[first]
+            fronts = [next(iter(d.values()), None) for d in self._lists.values()]
+            if data:
+                fronts.append(next(iter(data.values())).expires)
+            self._sweep_at = min((f for f in fronts if f is not None), default=_NEVER)
         if self.max_keys is not None:
             while len(data) > self.max_keys:
                 data.popitem(last=False)
-        for ids in self._lists.values():
-            while ids:
-                first, expires_at = next(iter(ids.items()))
-                if expires_at is None or expires_at > now:
-                    break
-                del ids[first]
-            if self.list_limit is not None:
+        if self.list_limit is not None:
+            for ids in self._lists.values():
                 while len(ids) > self.list_limit:
                     ids.popitem(last=False)
 
@@ -353,8 +364,11 @@ class MemoryResults:
             self._data.pop(w.key, None)
             self._kept[w.key] = _Entry(w.value, w.version, None)
         else:
-            self._kept.pop(w.key, None)
+            if self._kept:
+                self._kept.pop(w.key, None)
             expires = None if self.expiry is None else now + self.expiry
+            if expires is not None and expires < self._sweep_at:
+                self._sweep_at = expires
             self._data[w.key] = _Entry(w.value, w.version, expires)
             self._data.move_to_end(w.key)  # rewritten: now the newest
         return True
@@ -380,6 +394,8 @@ class MemoryResults:
             # A write's own list entry only if the write happened, then the ids listed regardless.
             ok = [w.success for w, happened in zip(writes, done, strict=True) if happened and w.success]
             no = [w.failed for w, happened in zip(writes, done, strict=True) if happened and w.failed]
+            if expires is not None and expires < self._sweep_at and (ok or no or success or failed):
+                self._sweep_at = expires
             for name, ids in (("success", ok), ("failed", no), ("success", success), ("failed", failed)):
                 listed = self._lists[name]
                 for id_ in ids:

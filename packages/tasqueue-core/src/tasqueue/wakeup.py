@@ -83,9 +83,9 @@ class Wakeup:
 
     def notify(self) -> None:
         """Wake every armed waiter. Callable from any thread, inside or outside an event loop."""
+        if not self._waiting:  # the common case, without the lock: a waiter is armed before it looks
+            return
         with self._lock:
-            if not self._waiting:
-                return
             waiting, self._waiting = self._waiting, set()
         try:
             current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()

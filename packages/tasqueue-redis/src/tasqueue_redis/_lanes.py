@@ -7,6 +7,10 @@ closure, and pure-Python argument packing. ``Lanes`` keeps the part that matters
 made and configured by the client's own pool (auth, database, TLS, client name, timeouts),
 and sends each command on an idle one, packing with hiredis when it is installed.
 
+A broker and a results store built from one URL share one ``Lanes`` (``lanes_for``): one set
+of connections, and a sign that they talk to the same server, which lets the broker store a
+job's record in the script that publishes it (``RedisBroker.fused_enqueue``).
+
 It keeps redis-py's semantics where they count: a command that fails with a connection error
 or a timeout is sent again on a fresh connection, with jittered backoff, up to the client's
 retry count (every script is safe to replay), but never later than ``RESEND_WINDOW`` after its
@@ -66,6 +70,7 @@ class Lanes:
 
     def __init__(self, pool: Any, *, retries: int, max_connections: int) -> None:
         self._pool = pool
+        self._users = 1  # owners sharing it (lanes_for); the last close() closes it
         self._retries = retries
         self._made: list[Any] = []
         self._limit = max_connections
@@ -149,6 +154,9 @@ class Lanes:
         return conn
 
     async def close(self) -> None:
+        self._users -= 1
+        if self._users > 0:
+            return
         made, self._made = self._made, []
         self._loops.clear()
         for conn in made:
@@ -204,13 +212,46 @@ def _pack_python(conn: Any, args: tuple[Any, ...]) -> Any:
     return conn.pack_command(*args)
 
 
+#: Lanes in use, for lanes_for to share between clients that connect alike.
+_open: weakref.WeakSet[Lanes] = weakref.WeakSet()
+
+
 def lanes_for(client: Any, retries: int | None = None) -> Lanes | None:
-    """Lanes over a standalone ``redis.asyncio.Redis`` client's pool; ``None`` for other clients."""
+    """Lanes over a standalone ``redis.asyncio.Redis`` client's pool; ``None`` for other clients.
+
+    A client that connects exactly as one already served does (same server, database,
+    credentials, timeouts; a broker and a results store built from one URL) shares its lanes.
+    Each owner calls ``close()`` once.
+    """
     pool = getattr(client, "connection_pool", None)
     if pool is None or getattr(client, "single_connection_client", False) or not hasattr(pool, "make_connection"):
         return None
     if retries is None:
         retry = pool.connection_kwargs.get("retry")
         retries = int(retry.get_retries()) if retry is not None and hasattr(retry, "get_retries") else 3
-    limit = getattr(pool, "max_connections", None) or 64
-    return Lanes(pool, retries=max(retries, 0), max_connections=min(int(limit), 1024))
+    limit = min(int(getattr(pool, "max_connections", None) or 64), 1024)
+    identity = _identity(pool)
+    for lanes in _open:
+        if (
+            lanes._users > 0
+            and lanes._retries == max(retries, 0)
+            and lanes._limit == limit
+            and _identity(lanes._pool) == identity
+        ):
+            lanes._users += 1
+            return lanes
+    lanes = Lanes(pool, retries=max(retries, 0), max_connections=limit)
+    _open.add(lanes)
+    return lanes
+
+
+#: Connection settings that are per-client plumbing, not where or how to connect. Any other
+#: setting that differs (an unknown object, say) keeps two clients' lanes apart: the safe side.
+_PLUMBING = frozenset(
+    {"retry", "event_dispatcher", "himport_registry", "maint_notifications_pool_handler", "maint_notifications_config"}
+)
+
+
+def _identity(pool: Any) -> tuple[Any, dict[str, Any]]:
+    """What decides where and how a pool's connections connect."""
+    return pool.connection_class, {k: v for k, v in pool.connection_kwargs.items() if k not in _PLUMBING}

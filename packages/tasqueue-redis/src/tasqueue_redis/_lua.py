@@ -1,9 +1,10 @@
 """The Lua scripts, loaded from the package's ``lua/`` folder and called by SHA.
 
 Every script is a ``#!lua`` line with its flags, then ``_common.lua`` (shared helpers), then its
-own file. The flags tell Redis (7.0 and newer) what a script may do when memory is full: a
-script without ``allow-oom`` is refused *before it starts* once ``maxmemory`` is reached, so a
-claim never leases a job whose outcome could not be stored, and an enqueue fails at once.
+own file (or files: a fused script is one file's prelude followed by another's body). The
+flags tell Redis (7.0 and newer) what a script may do when memory is full: a script without
+``allow-oom`` is refused *before it starts* once ``maxmemory`` is reached, so a claim never
+leases a job whose outcome could not be stored, and an enqueue fails at once.
 Scripts that only free or renew (ack, give back, extend) keep running. Calls go out as
 EVALSHA; after a Redis restart (or on a Cluster node that never saw the script) the server
 answers NOSCRIPT, and the script is loaded and called again. That second call is safe because
@@ -26,10 +27,10 @@ __all__ = ["Execute", "Script"]
 Execute = Callable[..., Awaitable[Any]]
 
 
-def _source(name: str, flags: str) -> str:
+def _source(names: tuple[str, ...], flags: str) -> str:
     folder = resources.files("tasqueue_redis") / "lua"
     shebang = f"#!lua flags={flags}" if flags else "#!lua"
-    return "\n".join((shebang, (folder / "_common.lua").read_text("utf-8"), (folder / f"{name}.lua").read_text("utf-8")))
+    return "\n".join((shebang, *((folder / f"{name}.lua").read_text("utf-8") for name in ("_common", *names))))
 
 
 class Script:
@@ -37,9 +38,9 @@ class Script:
 
     __slots__ = ("name", "sha", "source")
 
-    def __init__(self, name: str, flags: str = "") -> None:
+    def __init__(self, name: str, flags: str = "", *, parts: tuple[str, ...] = ()) -> None:
         self.name = name
-        self.source = _source(name, flags)
+        self.source = _source(parts or (name,), flags)
         self.sha = hashlib.sha1(self.source.encode("utf-8"), usedforsecurity=False).hexdigest()
 
     async def __call__(self, client: Any, keys: list[str], args: list[Any], execute: Execute | None = None) -> Any:
@@ -69,6 +70,8 @@ class Script:
 
 # Scripts that add data are refused when memory is full; those that free or renew run anyway.
 ENQUEUE = Script("enqueue")
+#: An enqueue that first stores the jobs' records (``RedisBroker.fused_enqueue``).
+ENQUEUE_RECORDS = Script("enqueue_records", parts=("records", "enqueue"))
 CLAIM = Script("claim")
 ACK = Script("ack", "allow-oom")
 NACK = Script("nack", "allow-oom")

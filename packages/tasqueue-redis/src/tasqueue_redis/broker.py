@@ -35,12 +35,14 @@ import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Self
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from tasqueue.broker import PENDING_LIMIT, Delivery, Envelope
+from tasqueue.broker import PENDING_LIMIT, Delivery, Envelope, FusedEnqueue
 from tasqueue.errors import BrokerError, ConfigurationError, EnqueueError
+from tasqueue.results import Write
 from tasqueue_redis import _lua
 from tasqueue_redis._config import (
     DEFAULT_PREFIX,
@@ -53,6 +55,7 @@ from tasqueue_redis._config import (
 from tasqueue_redis._errors import explain
 from tasqueue_redis._lanes import lanes_for
 from tasqueue_redis.control import RedisControl
+from tasqueue_redis.results import RedisResults
 
 __all__ = ["QueueStats", "RedisBroker"]
 
@@ -247,6 +250,35 @@ class RedisBroker:
                     unknown=[e.id for e in chunk],
                     not_enqueued=[e.id for e in envelopes[end:]],
                 ) from exc
+
+    def fused_enqueue(self, results: object) -> FusedEnqueue | None:
+        """Store new jobs' records and publish them in one script call (see ``tasqueue.broker``).
+
+        Offered for a ``RedisResults`` on this broker's server with the same connection
+        settings (built from the same URL, they share lanes); ``None`` for any other store.
+        """
+        if self._lanes is None or not isinstance(results, RedisResults) or results._lanes is not self._lanes:
+            return None
+        return partial(self._enqueue_records, results)
+
+    async def _enqueue_records(
+        self, results: RedisResults, queue: str, envelopes: Sequence[Envelope], writes: Sequence[Write]
+    ) -> None:
+        keys = self._queue(queue)
+        record_keys, args = results._fused_records(writes)
+        args += (self._call_id(), _REPLAY_WINDOW_MS)
+        for env in envelopes:
+            args += (env.id, env.data, math.ceil(env.delay * 1000) if env.delay > 0 else 0)
+        try:
+            await _lua.ENQUEUE_RECORDS(self._client, [*record_keys, *keys.enqueue], args, self._exec)
+        except RedisError as exc:
+            if isinstance(exc, ResponseError) and not isinstance(exc, NoScriptError):
+                # The script stopped part-way (a key of the wrong type): Redis keeps what it did,
+                # the records first. A lost reply needs no such care: the script ran whole or not at all.
+                with contextlib.suppress(RedisError):
+                    await self._exec("DEL", *record_keys)
+            msg = f"could not publish {len(envelopes)} message(s) to queue {queue!r}: {explain(exc)}"
+            raise BrokerError(msg) from exc
 
     # ---- consuming -----------------------------------------------------------------------
 

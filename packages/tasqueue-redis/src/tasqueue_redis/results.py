@@ -282,6 +282,19 @@ class RedisResults:
         finally:
             await watching.__aexit__(None, None, None)
 
+    def _fused_records(self, writes: Sequence[Write]) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of ``lua/records.lua`` for ``writes``, plain or "only if absent" (``RedisBroker.fused_enqueue``)."""
+        keys: list[str] = []
+        args: list[Any] = [self._px, len(writes)]
+        for w in writes:
+            if w.version not in (None, 0) or w.success or w.failed:
+                msg = f"a fused enqueue stores plain or 'only if absent' records, not version {w.version} ({w.key!r})"
+                raise ValueError(msg)
+            mode = "u" if w.version is None else "n"
+            keys.append(self._prefix + w.key)
+            args += (mode.upper() if w.persist else mode, _header(w.version) + w.value)
+        return keys, args
+
     async def _set_many_cluster(
         self, writes: Sequence[Write], keys: list[str], values: list[Any], success: Sequence[str], failed: Sequence[str]
     ) -> list[bool]:
