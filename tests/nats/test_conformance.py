@@ -45,9 +45,7 @@ class TestNatsServer(ServerSuite):
 
 
 class TestNatsInspector(InspectorSuite):
-    # No control plane yet: JetStream has no sorted sets to page and count from; the per-queue
-    # indexes need streams (or KV keys) written at each transition (issue 12 leaves it open).
-    capabilities = Capabilities(inspect=False, any_loop=False)
+    capabilities = NATS
 
     @pytest_asyncio.fixture
     async def broker(self, nats_broker: NatsBroker) -> NatsBroker:

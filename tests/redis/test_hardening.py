@@ -21,9 +21,11 @@ import redis.asyncio as redis
 from servers import ResetProxy
 from tasqueue import EnqueueError, Job, JobCtx, JobOpts, JobStatus, Server, TaskOpts
 from tasqueue._codec import decode_job
-from tasqueue._keys import job_key
+from tasqueue._keys import job_key, result_key
 from tasqueue.broker import PENDING_LIMIT, Envelope
 from tasqueue.errors import BrokerError, ConfigurationError, NotFoundError
+from tasqueue.inspector import error_key
+from tasqueue.results import Write
 from tasqueue.testing import eventually, running
 from tasqueue_redis import QueueStats, RedisBroker, RedisResults
 
@@ -286,3 +288,26 @@ async def test_get_pending_reads_a_bounded_page_of_the_oldest(redis_broker: Redi
         got += await redis_broker.fetch(Q, n, timeout=1)
     tail = await redis_broker.get_pending(Q)
     assert tail[-1] == b"later" and len(tail) == n - len(got) + 1
+
+
+# ---- case 8: records of finished jobs bounded by count ---------------------------------------
+
+
+@pytest.mark.parametrize("where", ["redis_server", "redis_cluster"])
+async def test_records_of_finished_jobs_leave_with_their_list_entry(where: str, request, prefix: str) -> None:
+    url = request.getfixturevalue(where).url
+    store = RedisResults.from_url(url, prefix=prefix, list_limit=3)
+    ids = [f"j{n}" for n in range(5)]
+    for n, i in enumerate(ids):
+        writes = [Write(job_key(i), b"record"), Write(result_key(i), b"result")]
+        if n % 2:
+            writes.append(Write(error_key(i), b"traceback"))
+        await store.set_many(writes, success=[i])
+    await store.set_many([Write(job_key("f0"), b"record")], failed=["f0"])
+    assert await store.get_success() == ids[2:]
+    keys = [make(i) for i in ids for make in (job_key, result_key)]
+    found = dict(zip(keys, await store.get_many(keys), strict=True))
+    assert [k for k, v in found.items() if v is None] == [job_key("j0"), result_key("j0"), job_key("j1"), result_key("j1")]
+    assert await store.get_many([error_key("j1"), error_key("j3")]) == [None, b"traceback"]
+    assert await store.get_many([job_key("f0")]) == [b"record"]  # the other list keeps its own count
+    await store.close()

@@ -51,6 +51,7 @@ from tasqueue_nats._client import (
     token,
 )
 from tasqueue_nats._config import Connection, parse_url
+from tasqueue_nats.control import NatsControl
 
 __all__ = ["NatsBroker"]
 
@@ -149,6 +150,7 @@ class NatsBroker:
         self._native: bool | None = None
         self._closed = False
         self._requests = 0
+        self._control: NatsControl | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> NatsBroker:
@@ -161,6 +163,13 @@ class NatsBroker:
     @property
     def client(self) -> Client:
         return self._client
+
+    @property
+    def control(self) -> NatsControl:
+        """The control plane the ``Inspector`` uses (``tasqueue.control.ControlPlane``)."""
+        if self._control is None:
+            self._control = NatsControl(self, self._conn.prefix)
+        return self._control
 
     # ---- setup ---------------------------------------------------------------------------
 
@@ -185,6 +194,7 @@ class NatsBroker:
         q = self._queue(name)
         if not q.ready:
             await self._create(q)
+            await self.control.note_queue(name)
             q.ready = True
         return q
 
@@ -275,18 +285,28 @@ class NatsBroker:
             return Request(f"{q.holders}.{token(msg_id)}", data, headers)
         return Request(q.delayed, data, headers)
 
-    async def _publish(self, q: _Queue, requests: list[Request]) -> None:
+    async def _publish(self, q: _Queue, requests: list[Request]) -> list[int]:
+        """Publish; return the stream sequence of the message each request stored or duplicated."""
         if not requests:
-            return
+            return []
         await self._client.send(requests)
+        seqs: list[int] = []
         for r in requests:
             try:
-                check(r)
+                ack = check(r)
             except ApiError as exc:
                 if exc.code == STREAM_NOT_FOUND or exc.status == 503:
                     q.ready = False  # deleted behind our back: created again on the next call
                 msg = f"NATS did not store a message for queue {q.name!r}: {exc}"
                 raise BrokerError(msg) from None
+            seqs.append(int(ack["seq"]) if ack.get("duplicate") else 0)
+        return seqs
+
+    async def _gone(self, q: _Queue, seqs: Sequence[int]) -> list[bool]:
+        """Whether the stream no longer has each message (acked, or deleted)."""
+        reads = [Request(f"$JS.API.DIRECT.GET.{q.stream}", json.dumps({"seq": s}).encode()) for s in seqs]
+        await self._client.send(reads)
+        return [r.reply is not None and (r.reply.headers or {}).get("Status") == "404" for r in reads]
 
     async def enqueue(self, queue: str, envelopes: Sequence[Envelope]) -> None:
         if not envelopes:
@@ -297,7 +317,20 @@ class NatsBroker:
                 raise BrokerError(msg)
         q = await self._ready(queue)
         native = await self._native_schedules()
-        await self._publish(q, [self._publication(q, e.id, e.data, e.delay, msg_id=e.id, native=native) for e in envelopes])
+        todo = [(e, e.id) for e in envelopes]
+        # The duplicate window remembers an id after its message is gone; a job enqueued again
+        # then (an operator's retry) is not held, so it goes in under an id derived from the
+        # gone message's sequence. A few rounds: each retry of one job is one more link.
+        for _ in range(8):
+            seqs = await self._publish(q, [self._publication(q, e.id, e.data, e.delay, msg_id=m, native=native) for e, m in todo])
+            dupes = [(e, s) for (e, _), s in zip(todo, seqs, strict=True) if s]
+            if not dupes:
+                return
+            gone = await self._gone(q, [s for _, s in dupes])
+            todo = [(e, f"{e.id}@{s}") for (e, s), g in zip(dupes, gone, strict=True) if g]
+            if not todo:
+                return
+        raise BrokerError(f"could not enqueue {len(todo)} job(s) on queue {queue!r} again: too many recent copies")
 
     # ---- fetching ------------------------------------------------------------------------
 

@@ -24,7 +24,9 @@ from typing import Any, Final, Self
 
 from redis.exceptions import NoScriptError, RedisError
 
+from tasqueue._keys import job_key, result_key
 from tasqueue.errors import ConfigurationError, NotFoundError, ResultsError
+from tasqueue.inspector import error_key
 from tasqueue.results import FinishWatch, Write
 from tasqueue_redis import _lua
 from tasqueue_redis._config import DEFAULT_PREFIX, decodes_responses, make_client, parse_url
@@ -41,6 +43,8 @@ DEFAULT_LIST_LIMIT = 100_000
 
 log = logging.getLogger("tasqueue.redis")
 
+#: A finished job's records: its message, result and last traceback (see ``tasqueue._keys``).
+_RECORDS = (job_key, result_key, error_key)
 _HEADER = 16
 _UNVERSIONED = b"-000000000000001"
 _MAX_VERSION = 2**53
@@ -103,6 +107,8 @@ class RedisResults:
         self._px = 0 if expiry is None else math.ceil(expiry * 1000)
         self._list_ttl_us = 0 if list_expiry is None else math.ceil(list_expiry * 1_000_000)
         self._limit = list_limit or 0
+        # The keys of a finished job's records, dropped with its list entry: (count, prefixes...).
+        self._records = [len(_RECORDS), *(self._prefix + make("") for make in _RECORDS)]
         self._success = self._prefix + "success"
         self._failed = self._prefix + "failed"
         # Pub/sub needs a standalone client; on a Cluster, waiters poll.
@@ -223,7 +229,7 @@ class RedisResults:
                 if ids or listed[name]:
                     lists.append(list_key)
                     tail += (name, len(ids), *ids)
-            args = [self._px, self._list_ttl_us, self._limit, len(keys), *values, *tail]
+            args = [self._px, self._list_ttl_us, self._limit, *self._records, len(keys), *values, *tail]
             if self._finishes is not None and lists:
                 # Waiters only wake and read again: announcing a write that lost is harmless.
                 mine = [w.success or w.failed for w in writes if w.success or w.failed]
@@ -297,7 +303,7 @@ class RedisResults:
         A write's own list entry cannot share its atomic step here (the lists live elsewhere):
         it is added in a second pipeline, once the write is known to have happened.
         """
-        head = [self._px, self._list_ttl_us, self._limit]
+        head = [self._px, self._list_ttl_us, self._limit, 0]  # no record prefixes: dropped ids come back
         calls = [_lua.RESULTS_SET.args([key], [*head, 1, values[2 * i], values[2 * i + 1]]) for i, key in enumerate(keys)]
         replies = await self._pipeline(calls)
         done = [r == b"1" for r in replies]
@@ -309,7 +315,11 @@ class RedisResults:
             if ids
         ]
         if lists:
-            await self._pipeline(lists)
+            dropped = [i for reply in await self._pipeline(lists) if isinstance(reply, list) for i in reply]
+            if dropped:
+                # Finished jobs that fell off a list lose their records (see results_set.lua).
+                gone = [self._prefix + make(i.decode()) for i in dropped for make in _RECORDS]
+                await self._pipeline([("UNLINK", key) for key in gone])
         return done
 
     async def _pipeline(self, calls: list[tuple[Any, ...]]) -> list[Any]:

@@ -1,6 +1,7 @@
 -- Results writes. KEYS: n value keys, then the list keys (success and/or failed ZSETs) touched.
--- ARGV: px_ms list_ttl_us list_limit n, then per value key (mode, value), then per list key
--- ('s' or 'f', count, id...). Values start with a 16-byte decimal version header (-1: unversioned).
+-- ARGV: px_ms list_ttl_us list_limit r (record key prefix)*r n, then per value key (mode, value),
+-- then per list key ('s' or 'f', count, id...). Values start with a 16-byte decimal version
+-- header (-1: unversioned).
 --   mode 'v'/'V': versioned: written only if the key is absent or holds a lower version;
 --   mode 'u'/'U': always written. Upper case: persist (no expiry). A mode may go on with
 --   's<id>' or 'f<id>': that id joins the success or failed list if (only if) the write happens,
@@ -8,14 +9,23 @@
 -- Versions stay below 2^53, so Lua's doubles compare them exactly. Returns one '1'/'0' per
 -- value key. Replays are harmless: a versioned write does not win twice, a plain one rewrites
 -- the same bytes, a list add moves the id to the end again.
+-- A list past list_limit drops its oldest ids, and with them the finished jobs' records: the
+-- keys <record prefix><id>, so that records are bounded by count, not only by age. Without
+-- record prefixes (a Cluster, where those keys live on other nodes) the dropped ids are
+-- returned instead, for the caller to delete.
 local px = tonumber(ARGV[1])
 local list_ttl = tonumber(ARGV[2])
 local list_limit = tonumber(ARGV[3])
-local n = tonumber(ARGV[4])
+local records = {}
+for i = 1, tonumber(ARGV[4]) do
+  records[i] = ARGV[4 + i]
+end
+local n = tonumber(ARGV[5 + #records])
 local out = {}
+local dropped = {}
 -- Ids of the writes that happened, for the list keys (KEYS[n + 1] success, KEYS[n + 2] failed).
 local listed = {s = {}, f = {}}
-local p = 5
+local p = 6 + #records
 for i = 1, n do
   local mode, value = ARGV[p], ARGV[p + 1]
   p = p + 2
@@ -87,7 +97,18 @@ local function add(key, ids)
   if list_limit > 0 then
     local size = redis.call('ZCARD', key)
     if size > list_limit then
+      local gone = redis.call('ZRANGE', key, 0, size - list_limit - 1)
       redis.call('ZREMRANGEBYRANK', key, 0, size - list_limit - 1)
+      local doomed = {}
+      for _, id in ipairs(gone) do
+        dropped[#dropped + 1] = id
+        for _, prefix in ipairs(records) do
+          doomed[#doomed + 1] = prefix .. id
+        end
+      end
+      for i = 1, #doomed, 1000 do
+        redis.call('UNLINK', unpack(doomed, i, math.min(i + 999, #doomed)))
+      end
     end
   end
 end
@@ -102,5 +123,8 @@ for k = n + 1, #KEYS do
   end
   p = p + 2 + c
   add(KEYS[k], ids)
+end
+if #records == 0 and #dropped > 0 then
+  return dropped
 end
 return table.concat(out)
