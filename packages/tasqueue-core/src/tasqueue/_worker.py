@@ -17,8 +17,9 @@ import contextlib
 import logging
 import signal
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from tasqueue._clock import Clock
 from tasqueue._heartbeat import Heartbeat
@@ -39,6 +40,24 @@ from tasqueue.tasks import QueueConfig, RegisteredTask
 #: what is left then comes back when its lease runs out. A broker that does not answer must
 #: not keep a stopping worker alive.
 STOP_BOUND = 5.0
+
+
+async def _cancel_within(tasks: Collection[asyncio.Future[Any]], timeout: float) -> set[asyncio.Future[Any]]:
+    """Cancel ``tasks`` and wait at most ``timeout`` for them to end; return those that did not.
+
+    A stop must be bounded even when a backend's client does not honour a cancellation (a
+    cluster client stuck behind a cancelled pipeline was seen to): what is left keeps its
+    lease and comes back when the lease runs out.
+    """
+    if not tasks:
+        return set()
+    for task in tasks:
+        task.cancel()
+    done, stuck = await asyncio.wait(tasks, timeout=timeout)
+    for task in done:
+        if not task.cancelled():
+            task.exception()  # retrieved: gather(return_exceptions=True) did the same
+    return stuck
 
 
 class Worker:
@@ -148,9 +167,8 @@ class Worker:
         grace = self.options.shutdown_timeout
         loop = asyncio.get_running_loop()
         try:
-            for task in consumers:
-                task.cancel()
-            await asyncio.gather(*consumers, return_exceptions=True)
+            if await _cancel_within(consumers, STOP_BOUND):
+                self.log.warning("shutdown: a fetch did not end when cancelled; leaving it behind")
             # Prefetched jobs go back all at once, alongside the running ones' grace.
             handing_back = asyncio.create_task(self._hand_back_buffered())
             running = list(self._runs)
@@ -167,18 +185,14 @@ class Worker:
             _, stuck = await asyncio.wait([handing_back, *self._runs], timeout=STOP_BOUND)
             if stuck:
                 self.log.warning("shutdown: %d job(s) not handed back in time; they return when their leases run out", len(stuck))
-            for task in stuck:
-                task.cancel()
-            await asyncio.gather(*stuck, return_exceptions=True)
+            await _cancel_within(stuck, STOP_BOUND)
             # The outcomes of finished jobs are written while the heartbeat still renews their leases.
             self._settler.close()
             _, stuck = await asyncio.wait([settler], timeout=max(end - loop.time(), 0.0))
             if stuck:
                 self.log.error("shutdown: could not write the outcome of finished jobs; they will be redelivered")
-                settler.cancel()
-                await asyncio.gather(settler, return_exceptions=True)
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+                await _cancel_within([settler], STOP_BOUND)
+            await _cancel_within([heartbeat], STOP_BOUND)
             # Best effort within the same bound: the record expires on its own anyway, and a
             # write stuck in a silent broker is not waited for.
             leaving = asyncio.ensure_future(self.presence.leave())
