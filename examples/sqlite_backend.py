@@ -18,13 +18,13 @@ from typing import Any, Self, TypeVar
 from tasqueue import BrokerError, ResultsError, hookimpl
 from tasqueue.broker import PENDING_LIMIT, Delivery, Envelope
 from tasqueue.hookspecs import RegisterBroker, RegisterResults
-from tasqueue.results import Results, Write
-from tasqueue.urls import optional, parse_backend_url, seconds
+from tasqueue.results import RECORD_KEYS, Results, Write
+from tasqueue.urls import count, optional, parse_backend_url, seconds
 from tasqueue.wakeup import Wakeup
 
 T = TypeVar("T")
 BROKER_OPTIONS = {"visibility_timeout": seconds, "poll": seconds}
-RESULTS_OPTIONS = {"expiry": optional(seconds)}
+RESULTS_OPTIONS = {"expiry": optional(seconds), "list_limit": optional(count)}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (queue TEXT, id TEXT, data BLOB, due REAL, leased_until REAL,
     deliveries INTEGER DEFAULT 0, token INTEGER DEFAULT 0, PRIMARY KEY (queue, id));
@@ -51,6 +51,7 @@ UPSERT = """INSERT INTO kv (key, value, version, expires) VALUES (?1, ?2, ?3, ?4
 DO UPDATE SET value = ?2, version = ?3, expires = ?4 WHERE ?3 IS NULL OR kv.version IS NULL OR kv.version < ?3"""
 GET = "SELECT value FROM kv WHERE key = ? AND (expires IS NULL OR expires > ?)"
 SAME = "SELECT 1 FROM kv WHERE key = ? AND value = ? AND version = ?"
+OVER_LIMIT = "SELECT id FROM listed WHERE name = ? ORDER BY rowid DESC LIMIT -1 OFFSET ?"
 LISTED = "SELECT id FROM listed WHERE name = ? AND (expires IS NULL OR expires > ?) ORDER BY rowid"
 
 
@@ -137,8 +138,9 @@ class SqliteBroker:
 
 
 class SqliteResults(Results):  # inherits get and set, built on get_many and set_many
-    def __init__(self, path: str, *, expiry: float | None = 86400.0) -> None:
+    def __init__(self, path: str, *, expiry: float | None = 86400.0, list_limit: int | None = 100_000) -> None:
         self.expiry = expiry
+        self.list_limit = list_limit
         self._db = Database(path, ResultsError)
 
     @classmethod
@@ -171,6 +173,12 @@ class SqliteResults(Results):  # inherits get and set, built on get_many and set
             rows += [("failed", w.failed, expires) for w, ok in zip(writes, done, strict=True) if ok and w.failed]
             rows += [(name, id_, expires) for name, ids in (("success", success), ("failed", failed)) for id_ in ids]
             c.executemany("INSERT OR REPLACE INTO listed (name, id, expires) VALUES (?, ?, ?)", rows)
+            if self.list_limit is not None:
+                # A list past its cap drops its oldest ids, and their jobs' records with them.
+                for name in {name for name, _, _ in rows}:
+                    gone = c.execute(OVER_LIMIT, (name, self.list_limit)).fetchall()
+                    c.executemany("DELETE FROM listed WHERE name = ? AND id = ?", [(name, id_) for (id_,) in gone])
+                    c.executemany("DELETE FROM kv WHERE key = ?", [(make(id_),) for (id_,) in gone for make in RECORD_KEYS])
             return done
 
         return await self._db.run(write)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
-from tasqueue.memory import MemoryBroker, MemoryResults
+from tasqueue.memory import DEFAULT_LIST_LIMIT, MemoryBroker, MemoryResults
 from tasqueue.results import Results
 from tasqueue.testing import BrokerSuite, InspectorSuite, ResultsFactory, ResultsSuite, ServerSuite
 
@@ -20,8 +20,8 @@ async def memory_broker() -> AsyncIterator[MemoryBroker]:
 
 @pytest_asyncio.fixture
 async def memory_results_factory() -> AsyncIterator[ResultsFactory]:
-    async def make(*, expiry: float | None = 60.0) -> Results:
-        return MemoryResults(expiry=expiry)
+    async def make(*, expiry: float | None = 60.0, list_limit: int | None = None) -> Results:
+        return MemoryResults(expiry=expiry, list_limit=list_limit or DEFAULT_LIST_LIMIT)
 
     yield make
 

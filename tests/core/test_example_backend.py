@@ -35,8 +35,9 @@ class Backend:
     async def results_factory(self, tmp_path: Path) -> AsyncIterator[ResultsFactory]:
         made: list[object] = []
 
-        async def make(*, expiry: float | None = 60.0) -> Results:
-            store = sqlite_backend.SqliteResults(str(tmp_path / f"results-{len(made)}.db"), expiry=expiry)
+        async def make(*, expiry: float | None = 60.0, list_limit: int | None = None) -> Results:
+            limit = {} if list_limit is None else {"list_limit": list_limit}
+            store = sqlite_backend.SqliteResults(str(tmp_path / f"results-{len(made)}.db"), expiry=expiry, **limit)
             made.append(store)
             return store
 

@@ -86,7 +86,8 @@ async def results_factory_on(url: str, prefix: str) -> AsyncIterator[ResultsFact
     """Yield a factory of results stores on ``url``, closing every store it made afterwards."""
     made: list[NatsResults] = []
 
-    async def make(*, expiry: float | None = 60.0) -> Results:
+    async def make(*, expiry: float | None = 60.0, list_limit: int | None = None) -> Results:
+        # No list_limit: the store bounds records by age only (NATS capabilities: count_retention=False).
         store = NatsResults(url, prefix=f"{prefix}r{len(made)}", expiry=expiry)
         made.append(store)
         return store

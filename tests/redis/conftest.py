@@ -47,9 +47,10 @@ async def results_factory_on(url: str, prefix: str) -> AsyncIterator[ResultsFact
     """Yield a factory of results stores on ``url``, closing every store it made afterwards."""
     made: list[RedisResults] = []
 
-    async def make(*, expiry: float | None = 60.0) -> Results:
+    async def make(*, expiry: float | None = 60.0, list_limit: int | None = None) -> Results:
         # Each store of one test gets its own prefix too: "empty" means empty.
-        store = RedisResults.from_url(url, prefix=f"{prefix}-{len(made)}", expiry=expiry)
+        limit = {} if list_limit is None else {"list_limit": list_limit}
+        store = RedisResults.from_url(url, prefix=f"{prefix}-{len(made)}", expiry=expiry, **limit)
         made.append(store)
         return store
 

@@ -26,6 +26,15 @@ def result_key(job_id: str) -> str:
     return f"result:{job_id}"
 
 
+def error_key(job_id: str) -> str:
+    """The key of the traceback of a job's last failed run (``Inspector.job``)."""
+    return f"error:{job_id}"
+
+
+#: The keys of a finished job's records: a store's count retention drops them with its list entry.
+RECORD_KEYS = (job_key, result_key, error_key)
+
+
 def group_key(group_id: str) -> str:
     return f"group:{group_id}"
 

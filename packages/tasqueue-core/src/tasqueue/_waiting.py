@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tasqueue._codec import decode_job
-from tasqueue._keys import job_key, result_key
+from tasqueue._keys import error_key, job_key, result_key
 from tasqueue.errors import JobFailedError, NotFoundError
 from tasqueue.messages import JobMessage, JobStatus
 from tasqueue.results import FinishWatch, NotifyingResults
@@ -65,8 +65,6 @@ async def result(server: Server, job_id: str, decode: Callable[[bytes], Any] | N
     """Wait for job ``job_id`` and return its result, decoded; raise ``JobFailedError`` if it failed."""
     message = await wait(server, job_id, timeout=timeout, poll=0.05)
     if message.status is JobStatus.FAILED:
-        from tasqueue.inspector import error_key  # the inspector imports the Server
-
         (tb,) = await server.results.get_many([error_key(job_id)])
         error_type, _, error = message.prev_err.partition(": ")
         raise JobFailedError(job_id, error_type, error, "" if tb is None else tb.decode("utf-8", "replace"))

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from tasqueue._codec import DecodeErrors, decode_job, encode
-from tasqueue._keys import job_key, result_key, schedule_key
+from tasqueue._keys import RECORD_KEYS, error_key, job_key, result_key, schedule_key
 from tasqueue.broker import Envelope
 from tasqueue.control import ControlPlane, Counts, Finished, JobState, Listed, control_of
 from tasqueue.errors import ConfigurationError, NotFoundError
@@ -59,11 +59,6 @@ _INDEXED = (JobState.SUCCESSFUL, JobState.FAILED, JobState.RETRYING)
 # One chunk of a bulk action: (id, stored message) pairs and the filter they came from, if any;
 # returns how many were changed and the ids skipped.
 _Chunk = Callable[[list[tuple[str, JobMessage | None]], "JobFilter | None"], Awaitable[tuple[int, list[str]]]]
-
-
-def error_key(job_id: str) -> str:
-    """The results key of the traceback of a job's last failed run."""
-    return f"error:{job_id}"
 
 
 class QueueInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -560,7 +555,7 @@ class Inspector:
 
     async def _forget_records(self, ids: Sequence[str]) -> None:
         if ids:
-            keys = [k for i in ids for k in (job_key(i), result_key(i), error_key(i))]
+            keys = [make(i) for i in ids for make in RECORD_KEYS]
             await self.results.delete(keys, ids=list(ids))
 
     async def record(self, entries: Sequence[Finished]) -> None:

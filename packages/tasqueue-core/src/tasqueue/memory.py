@@ -25,6 +25,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
+from tasqueue._keys import RECORD_KEYS
 from tasqueue._memory_control import MemoryControl
 from tasqueue.broker import PENDING_LIMIT, Delivery, Envelope
 from tasqueue.errors import ConfigurationError, NotFoundError
@@ -258,10 +259,11 @@ class MemoryResults:
     """An in-process results store with versioned writes, expiry and a cap on its size.
 
     Keys and list entries go when they expire, and also, oldest written first, when there are
-    more than ``max_keys`` keys or ``list_limit`` ids on a list, so that the store's memory is
-    bounded whatever the throughput. Keys written with ``persist=True`` (the core's schedules)
-    neither expire nor count towards ``max_keys``. Like ``MemoryBroker``, it may be called from
-    any thread and event loop of the process.
+    more than ``max_keys`` keys or ``list_limit`` ids on a list (an id that leaves a list takes
+    its job's records with it), so that the store's memory is bounded whatever the throughput.
+    Keys written with ``persist=True`` (the core's schedules) neither expire nor count towards
+    ``max_keys``. Like ``MemoryBroker``, it may be called from any thread and event loop of the
+    process.
 
     Args:
         expiry: Seconds keys and list entries live (``None`` keeps them until deleted or evicted).
@@ -335,7 +337,11 @@ class MemoryResults:
         if self.list_limit is not None:
             for ids in self._lists.values():
                 while len(ids) > self.list_limit:
-                    ids.popitem(last=False)
+                    # A finished job that falls off its list takes its records with it: records
+                    # are bounded by count, not only by age.
+                    gone, _ = ids.popitem(last=False)
+                    for make in RECORD_KEYS:
+                        data.pop(make(gone), None)
 
     async def get(self, key: str) -> bytes:
         with self._lock:

@@ -22,9 +22,10 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from tasqueue._keys import RECORD_KEYS
 from tasqueue.errors import NotFoundError
 
-__all__ = ["EventWatch", "FinishWatch", "NotifyingResults", "Results", "Write"]
+__all__ = ["RECORD_KEYS", "EventWatch", "FinishWatch", "NotifyingResults", "Results", "Write"]
 
 
 class Write(msgspec.Struct, frozen=True):

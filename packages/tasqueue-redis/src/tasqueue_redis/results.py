@@ -24,9 +24,8 @@ from typing import Any, Final, Self
 
 from redis.exceptions import NoScriptError, RedisError
 
-from tasqueue._keys import job_key, result_key
+from tasqueue._keys import RECORD_KEYS
 from tasqueue.errors import ConfigurationError, NotFoundError, ResultsError
-from tasqueue.inspector import error_key
 from tasqueue.results import FinishWatch, Write
 from tasqueue_redis import _lua
 from tasqueue_redis._config import DEFAULT_PREFIX, decodes_responses, make_client, parse_url
@@ -43,8 +42,6 @@ DEFAULT_LIST_LIMIT = 100_000
 
 log = logging.getLogger("tasqueue.redis")
 
-#: A finished job's records: its message, result and last traceback (see ``tasqueue._keys``).
-_RECORDS = (job_key, result_key, error_key)
 _HEADER = 16
 _UNVERSIONED = b"-000000000000001"
 _MAX_VERSION = 2**53
@@ -108,7 +105,7 @@ class RedisResults:
         self._list_ttl_us = 0 if list_expiry is None else math.ceil(list_expiry * 1_000_000)
         self._limit = list_limit or 0
         # The keys of a finished job's records, dropped with its list entry: (count, prefixes...).
-        self._records = [len(_RECORDS), *(self._prefix + make("") for make in _RECORDS)]
+        self._records = [len(RECORD_KEYS), *(self._prefix + make("") for make in RECORD_KEYS)]
         self._success = self._prefix + "success"
         self._failed = self._prefix + "failed"
         # Pub/sub needs a standalone client; on a Cluster, waiters poll.
@@ -318,7 +315,7 @@ class RedisResults:
             dropped = [i for reply in await self._pipeline(lists) if isinstance(reply, list) for i in reply]
             if dropped:
                 # Finished jobs that fell off a list lose their records (see results_set.lua).
-                gone = [self._prefix + make(i.decode()) for i in dropped for make in _RECORDS]
+                gone = [self._prefix + make(i.decode()) for i in dropped for make in RECORD_KEYS]
                 await self._pipeline([("UNLINK", key) for key in gone])
         return done
 

@@ -17,8 +17,8 @@ empty, connected backend::
         @pytest_asyncio.fixture
         async def results_factory(self):
             made = []
-            async def make(*, expiry: float | None = 60.0):
-                store = MyResults(url, expiry=expiry)   # empty
+            async def make(*, expiry: float | None = 60.0, list_limit: int | None = None):
+                store = MyResults(url, expiry=expiry, list_limit=list_limit)   # empty
                 made.append(store)
                 return store
             yield make

@@ -33,6 +33,10 @@ class Capabilities:
             so that ``tasqueue.Inspector`` works on it.
         any_loop: The backend may be used from one event loop after another, and from another
             thread's loop (``srv.sync``, a module-level Server under pytest-asyncio).
+        count_retention: The results store takes a ``list_limit``: each of the success and
+            failed lists keeps that many ids at most, and an id that falls off takes its job's
+            records (``tasqueue.results.RECORD_KEYS``) with it, so records are bounded by count
+            as well as by age.
     """
 
     delayed: bool = True
@@ -41,6 +45,7 @@ class Capabilities:
     expiry: bool = True
     inspect: bool = True
     any_loop: bool = True
+    count_retention: bool = True
 
     def require(self, name: str) -> None:
         if not getattr(self, name):
@@ -48,9 +53,13 @@ class Capabilities:
 
 
 class ResultsFactory(Protocol):
-    """Builds an empty, connected results store; ``expiry`` is its retention in seconds."""
+    """Builds an empty, connected results store.
 
-    def __call__(self, *, expiry: float | None = 60.0) -> Awaitable[Results]: ...
+    ``expiry`` is its retention in seconds; ``list_limit`` the most ids each of its success and
+    failed lists keeps (``None``: the store's default; only passed when ``count_retention``).
+    """
+
+    def __call__(self, *, expiry: float | None = 60.0, list_limit: int | None = None) -> Awaitable[Results]: ...
 
 
 class BrokerFixture:

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from tasqueue._keys import RECORD_KEYS, error_key, job_key, result_key
 from tasqueue.errors import NotFoundError
 from tasqueue.results import NotifyingResults, Results, Write
 from tasqueue.testing._common import ResultsFactory, ResultsFixtures, eventually
@@ -155,6 +156,26 @@ class ResultsSuite(ResultsFixtures):
 
         await eventually(expired, timeout=10.0, every=0.1)
         assert await store.get("kept") == b"2"
+
+    async def test_a_capped_list_drops_its_oldest_ids_and_their_records(self, results_factory: ResultsFactory) -> None:
+        self.capabilities.require("count_retention")
+        store = await results_factory(expiry=None, list_limit=3)
+        for name in ("success", "failed"):
+            for n in range(5):
+                job_id = f"{name}{n}"
+                records = [Write(result_key(job_id), b"result"), Write(error_key(job_id), b"traceback")]
+                ok, no = (job_id, "") if name == "success" else ("", job_id)
+                if n % 2:  # listed by its status write, as a worker's outcome is
+                    await store.set_many([Write(job_key(job_id), b"record", version=1, success=ok, failed=no), *records])
+                else:  # listed by id, as a Server lists a follow-up it could not enqueue
+                    status = Write(job_key(job_id), b"record", version=1)
+                    await store.set_many([status, *records], success=[ok] if ok else [], failed=[no] if no else [])
+        assert await store.get_success() == ["success2", "success3", "success4"]
+        assert await store.get_failed() == ["failed2", "failed3", "failed4"]
+        ids = [f"{name}{n}" for name in ("success", "failed") for n in range(5)]
+        keys = [make(job_id) for job_id in ids for make in RECORD_KEYS]
+        gone = [key for key, value in zip(keys, await store.get_many(keys), strict=True) if value is None]
+        assert gone == [make(i) for i in ("success0", "success1", "failed0", "failed1") for make in RECORD_KEYS]
 
     async def test_no_expiry_keeps_everything(self, results_factory: ResultsFactory) -> None:
         store = await results_factory(expiry=None)
