@@ -74,8 +74,8 @@ async def test_a_replayed_fused_call_writes_nothing_again(redis_server, prefix: 
     try:
         keys = broker._queue("q")
         record_keys, args = results._fused_records([Write("schedule:s1", b"m", persist=True)])
-        args += ["call-1", 30_000, "j1", b"m", 0]
-        call = [*record_keys, *keys.enqueue]
+        args += [30_000, "j1", b"m", 0]
+        call = [*record_keys, *keys.enqueue, keys.sent + "call-1"]
         assert await _lua.ENQUEUE_RECORDS(broker.client, call, list(args)) == 1
         await broker.client.delete(f"{prefix}:schedule:s1")  # cancelled meanwhile
         assert await _lua.ENQUEUE_RECORDS(broker.client, call, list(args)) == -1

@@ -12,7 +12,7 @@ and every script touches one slot)::
     tq:{q}:state     HASH   seq (last token), seen/hold (pause detection)
     tq:{q}:wake      LIST   at most one token; idle workers block on it with BLPOP
     tq:{q}:claim:<id> STRING what one claim leased, so a replay of that call gets the same leases
-    tq:{q}:sent      ZSET   ids of recent enqueue calls -> when (ms), so a replay of one does nothing
+    tq:{q}:sent:<id> STRING the receipt of one recent enqueue call (it expires), so a replay does nothing
 
 The Inspector's counters and indexes (``broker.control``) are described in ``control.py``.
 
@@ -108,11 +108,11 @@ class _Keys:
         self.state = base + "state"
         self.wake = base + "wake"
         self.receipt = base + "claim:"  # + a fetch's own id: what that claim leased, for a replay
-        self.sent = base + "sent"
+        self.sent = base + "sent:"  # + an enqueue call's own id: its receipt
         # Receipts whose reply arrived, so nothing will replay them: the next claim deletes them.
         self.settled: list[str] = []
         # The KEYS of each script, in the order the script reads them.
-        self.enqueue = [self.pending, self.delayed, self.data, self.wake, self.sent]
+        self.enqueue = [self.pending, self.delayed, self.data, self.wake]  # + the call's receipt
         self.claim = [self.pending, self.active, self.delayed, self.data, self.meta, self.state, self.wake]
         self.ack = [self.active, self.data, self.meta]
         self.give_back = [self.pending, self.active, self.delayed, self.data, self.meta, self.wake]
@@ -231,12 +231,12 @@ class RedisBroker:
         keys = self._queue(queue)
         for start in range(0, len(envelopes), _ENQUEUE_CHUNK):
             chunk = envelopes[start : start + _ENQUEUE_CHUNK]
-            args: list[Any] = [self._call_id(), _REPLAY_WINDOW_MS]
+            args: list[Any] = [_REPLAY_WINDOW_MS]
             for env in chunk:
                 # Whole milliseconds, rounded up: a message is never fetchable before its delay.
                 args += (env.id, env.data, math.ceil(env.delay * 1000) if env.delay > 0 else 0)
             try:
-                await _lua.ENQUEUE(self._client, keys.enqueue, args, self._exec)
+                await _lua.ENQUEUE(self._client, [*keys.enqueue, keys.sent + self._call_id()], args, self._exec)
             except RedisError as exc:
                 msg = f"could not publish {len(envelopes)} message(s) to queue {queue!r}: {explain(exc)}"
                 if not start:
@@ -266,11 +266,12 @@ class RedisBroker:
     ) -> None:
         keys = self._queue(queue)
         record_keys, args = results._fused_records(writes)
-        args += (self._call_id(), _REPLAY_WINDOW_MS)
+        args.append(_REPLAY_WINDOW_MS)
         for env in envelopes:
             args += (env.id, env.data, math.ceil(env.delay * 1000) if env.delay > 0 else 0)
         try:
-            await _lua.ENQUEUE_RECORDS(self._client, [*record_keys, *keys.enqueue], args, self._exec)
+            receipt = keys.sent + self._call_id()
+            await _lua.ENQUEUE_RECORDS(self._client, [*record_keys, *keys.enqueue, receipt], args, self._exec)
         except RedisError as exc:
             if isinstance(exc, ResponseError) and not isinstance(exc, NoScriptError):
                 # The script stopped part-way (a key of the wrong type): Redis keeps what it did,
