@@ -136,12 +136,18 @@ async def test_results_keep_at_most_max_keys_and_list_limit_newest_first() -> No
             await store.set_many([Write(f"job:{n}", b"%d" % version, version=version)], success=[str(n)] if version == 3 else ())
     await store.set("schedule:s", b"on", persist=True)
     kept = await store.get_many([f"job:{n}" for n in range(1000)])
-    assert [n for n, value in enumerate(kept) if value is not None] == list(range(900, 1000))
+    # The list keeps the newest 50 ids, and an id that falls off takes its record with it: the
+    # records are bounded by list_limit here, before max_keys (100) would.
+    assert [n for n, value in enumerate(kept) if value is not None] == list(range(950, 1000))
     assert await store.get_success() == [str(n) for n in range(950, 1000)]
+    for n in range(1000, 1200):  # records of jobs not (yet) on a list: bounded by max_keys
+        await store.set(f"job:{n}", b"queued", version=1)
+    kept = await store.get_many([f"job:{n}" for n in range(1200)])
+    assert [n for n, value in enumerate(kept) if value is not None] == list(range(1100, 1200))
     assert await store.get("schedule:s") == b"on"  # persistent keys are neither evicted nor counted
     # Rewriting a key makes it the newest: it outlives keys written after its first write.
     await store.set("job:900", b"again")
-    for n in range(1000, 1099):
+    for n in range(1200, 1299):
         await store.set(f"job:{n}", b"x")
     assert await store.get("job:900") == b"again"
     # The bookkeeping beside the data is bounded too (one entry per key, not per write).

@@ -1,11 +1,14 @@
-"""The fused enqueue: a broker and a results store on one Redis record and publish a job in one script."""
+"""The fused calls of a broker and a results store on one Redis: a job recorded and published in one
+script, and a batch of outcomes written and acked in one script."""
 
 from __future__ import annotations
 
 import pytest
 
 from tasqueue import Job, JobOpts, JobStatus, Server
+from tasqueue.broker import Delivery, Envelope
 from tasqueue.errors import BrokerError
+from tasqueue.memory import MemoryResults
 from tasqueue.results import Write
 from tasqueue_redis import RedisBroker, RedisResults, _lua
 
@@ -83,3 +86,58 @@ async def test_a_replayed_fused_call_writes_nothing_again(redis_server, prefix: 
     finally:
         await broker.close()
         await results.close()
+
+
+# ---- the fused settle: a batch of outcomes written and their deliveries acked in one script ----
+
+
+async def test_a_settle_writes_then_acks_and_fences_each_ack(redis_server, prefix: str) -> None:
+    broker = RedisBroker.from_url(redis_server.url, prefix=prefix, visibility_timeout=30)
+    results = RedisResults.from_url(redis_server.url, prefix=prefix)
+    try:
+        settle = broker.fused_settle(results)
+        assert settle is not None
+        await broker.enqueue("q", [Envelope("a", b"1"), Envelope("b", b"2")])
+        a, b = await broker.fetch("q", 2, timeout=1)
+        stale = Delivery(b.id, b.data, b.deliveries, receipt="999999")  # a lease this worker lost
+        writes = [
+            Write("job:a", b"done", version=2, success="a"),
+            Write("job:b", b"done", version=2, success="b"),
+            Write("job:c", b"new", version=0),
+        ]
+        await results.set("job:b", b"newer", version=3)  # another worker got further with b
+        assert await settle(writes, {"q": [a, stale]}) == [True, False, True]
+        assert await results.get_success() == ["a"]  # the lost write listed nothing
+        assert (await broker.stats("q")).active == 1  # a acked; b's real lease untouched
+        assert await broker.extend("q", [a, b]) == [a]  # a's lease is gone, b's renewed
+        # A replayed call reports the same writes and acks nothing more.
+        assert await settle(writes, {"q": [a, stale]}) == [True, False, True]
+        assert (await broker.stats("q")).active == 1
+    finally:
+        await broker.close()
+        await results.close()
+
+
+async def test_a_settle_wakes_waiters_of_the_jobs_it_finishes(redis_server, prefix: str) -> None:
+    async with server(redis_server.url, redis_server.url, prefix) as srv:
+        assert isinstance(srv.broker, RedisBroker) and isinstance(srv.results, RedisResults)
+        settle = srv.broker.fused_settle(srv.results)
+        assert settle is not None
+        async with srv.results.watch(["j1"]) as watch:
+            assert watch is not None
+            assert await settle([Write("job:j1", b"rec", version=1, success="j1")], {}) == [True]
+            assert await watch.wait(timeout=10) is True
+
+
+async def test_a_settle_is_offered_only_for_a_store_on_the_same_connections(redis_server, prefix: str) -> None:
+    base = redis_server.url.rsplit("/", 1)[0]
+    broker = RedisBroker.from_url(f"{base}/0", prefix=prefix)
+    same = RedisResults.from_url(f"{base}/0", prefix=prefix)
+    other = RedisResults.from_url(f"{base}/1", prefix=prefix)
+    try:
+        assert broker.fused_settle(same) is not None
+        assert broker.fused_settle(other) is None
+        assert broker.fused_settle(MemoryResults()) is None
+    finally:
+        for closing in (broker, same, other):
+            await closing.close()

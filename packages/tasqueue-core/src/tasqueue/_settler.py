@@ -4,7 +4,9 @@ A run's outcome is never written inline: it goes to the ``Settler``, which batch
 every job finished meanwhile into one ``set_many`` and then acks (or gives back) their
 deliveries. So the results store always sees an outcome before the broker forgets the job, the
 hot path costs two round trips per batch rather than per job, and a handler's slot is free for
-the next job while the previous outcome is written.
+the next job while the previous outcome is written. A broker that can write the outcomes and ack
+in one step (``fused_settle``, see ``tasqueue.broker``) settles the outcomes that end in a plain
+ack with the batch's writes: one round trip.
 
 Each outcome's status write is its fence. Its success/failed list entry rides on that write and
 is added only if the write happens; its follow-up jobs are published only if it happened; and
@@ -29,7 +31,7 @@ import msgspec
 from tasqueue._codec import encode
 from tasqueue._keys import job_key
 from tasqueue._outage import Outage
-from tasqueue.broker import Broker, Delivery
+from tasqueue.broker import Broker, Delivery, FusedSettle
 from tasqueue.messages import JobMessage, JobStatus
 from tasqueue.results import Results, Write
 
@@ -51,9 +53,11 @@ class Outcome:
         follow_ups: Jobs to publish once ``status`` is written; ``published`` gets their ids.
         note: Logged at info once the delivery is settled.
         won: Set by the settler: whether the status write happened.
+        acked: Set by the settler: the delivery was acked with the writes (``fused_settle``).
     """
 
     __slots__ = (
+        "acked",
         "data",
         "delay",
         "delivery",
@@ -95,6 +99,7 @@ class Outcome:
         self.note = note
         self.follow_ups: Sequence[JobMessage] = ()
         self.won = True  # the status write happened (or there is none)
+        self.acked = False
         self.published: asyncio.Future[list[str]] | None = None
 
     def refused(self, exc: BaseException) -> Write | None:
@@ -131,6 +136,8 @@ class Settler:
     ) -> None:
         self._results = results
         self._broker = broker
+        fuse = getattr(broker, "fused_settle", None)
+        self._fused: FusedSettle | None = fuse(results) if callable(fuse) else None
         self._publish = publish
         self._log = log
         self._retry_delay = retry_delay
@@ -242,8 +249,19 @@ class Settler:
         an id to the end. Until it works the jobs stay leased (the heartbeat renews them), and
         fetching pauses once enough outcomes wait.
         """
+        # Outcomes that end in a plain ack, whatever their writes do, can be acked with them.
+        plain = [o for o in outcomes if not (o.nack or o.follow_ups)] if self._fused is not None else []
         try:
-            done = await self._results.set_many(writes)
+            if plain and self._fused is not None:
+                acks: dict[str, list[Delivery]] = {}
+                for each in plain:
+                    acks.setdefault(each.queue, []).append(each.delivery)
+                done = await self._fused(writes, acks)
+                for each in plain:
+                    each.acked = True
+                self._broker_outage.ok()
+            else:
+                done = await self._results.set_many(writes)
         except Exception as exc:
             failure = exc
         else:
@@ -335,6 +353,8 @@ class Settler:
         acks: dict[str, list[Delivery]] = {}
         nacks: list[Outcome] = []
         for o in outcomes:
+            if o.acked:
+                continue
             if o.nack and o.won:
                 nacks.append(o)
             else:

@@ -9,16 +9,19 @@ keeps dying apart from a handler that raises.
 
 Backends prove they honour this contract with the conformance kit in ``tasqueue.testing``.
 
-One capability is optional, and the core looks it up with ``getattr``: a broker whose messages
-live where a results store keeps its records (one Redis, say) may offer ``fused_enqueue(results)``,
-returning a ``FusedEnqueue`` that stores new jobs' records and publishes their messages in one
-step (one round trip per enqueue instead of two), or ``None`` for a store it cannot fuse with.
-The core uses it for jobs whose ids it made up.
+Two capabilities are optional, and the core looks them up with ``getattr``: a broker whose
+messages live where a results store keeps its records (one Redis, say) may offer
+``fused_enqueue(results)``, returning a ``FusedEnqueue`` that stores new jobs' records and
+publishes their messages in one step (one round trip per enqueue instead of two), and
+``fused_settle(results)``, returning a ``FusedSettle`` that writes a batch of outcomes and acks
+the deliveries they end in one step (one round trip per batch instead of two); each returns
+``None`` for a store it cannot fuse with. The core uses the first for jobs whose ids it made up,
+the second for outcomes that end in a plain ack (no retry, no follow-up jobs to publish first).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 import msgspec
@@ -26,7 +29,7 @@ import msgspec
 if TYPE_CHECKING:
     from tasqueue.results import Write
 
-__all__ = ["PENDING_LIMIT", "Broker", "Delivery", "Envelope", "FusedEnqueue"]
+__all__ = ["PENDING_LIMIT", "Broker", "Delivery", "Envelope", "FusedEnqueue", "FusedSettle"]
 
 #: Most messages one ``Broker.get_pending`` call returns: listing a long queue must not stall
 #: the broker (or the process) for everyone else.
@@ -73,6 +76,12 @@ class Delivery(msgspec.Struct, frozen=True):
 #: ``tasqueue.errors.BrokerError`` when it could not, leaving no record written for a message
 #: it did not publish.
 FusedEnqueue: TypeAlias = Callable[[str, Sequence[Envelope], Sequence["Write"]], Awaitable[None]]
+
+#: ``(writes, acks)``: apply ``writes`` as ``Results.set_many(writes)`` does and return its
+#: answer, then ``ack`` the deliveries of ``acks`` (queue -> deliveries) whatever the writes did,
+#: in one step. When it raises, neither half is known to have happened: the caller writes and
+#: acks again the usual way (both are safe to replay).
+FusedSettle: TypeAlias = Callable[[Sequence["Write"], Mapping[str, Sequence[Delivery]]], Awaitable[list[bool]]]
 
 
 @runtime_checkable

@@ -305,23 +305,33 @@ class RedisControl:
         now = _ms(time.time())
         cutoff = now - _ms(self.retention)
 
-        def build(p: Any) -> None:
-            p.sadd(self._queues, *{q for q, _ in by_key})
-            for (queue, state), members in by_key.items():
-                key = self._index(queue, state)
-                p.zadd(key, members)
-                if state is not JobState.RETRYING:
-                    # Counted by entries sent, so a replayed beat may count a job twice: rates, not ledgers.
-                    p.hincrby(self._totals, f"{queue}:{state.value}", len(members))
-                if state is JobState.RETRYING:
-                    p.zremrangebyscore(key, "-inf", now)
-                    continue
-                # A job that finished is no longer waiting to be retried.
-                p.zrem(self._index(queue, JobState.RETRYING), *members)
-                p.zremrangebyscore(key, "-inf", f"({cutoff}")
-                p.zremrangebyrank(key, 0, -(self.index_limit + 1))
-
-        await self._pipe("record finished jobs", build)
+        commands: list[tuple[Any, ...]] = [("SADD", self._queues, *{q for q, _ in by_key})]
+        for (queue, state), members in by_key.items():
+            key = self._index(queue, state)
+            commands.append(("ZADD", key, *(x for member, score in members.items() for x in (score, member))))
+            if state is JobState.RETRYING:
+                commands.append(("ZREMRANGEBYSCORE", key, "-inf", now))
+                continue
+            # Counted by entries sent, so a replayed beat may count a job twice: rates, not ledgers.
+            commands.append(("HINCRBY", self._totals, f"{queue}:{state.value}", len(members)))
+            # A job that finished is no longer waiting to be retried.
+            commands.append(("ZREM", self._index(queue, JobState.RETRYING), *members))
+            commands.append(("ZREMRANGEBYSCORE", key, "-inf", f"({cutoff}"))
+            commands.append(("ZREMRANGEBYRANK", key, 0, -(self.index_limit + 1)))
+        lanes = self._broker._lanes
+        if lanes is None:  # a Cluster: the keys live on several nodes
+            await self._pipe("record finished jobs", lambda p: [p.execute_command(*c) for c in commands])
+            return
+        # The worker sends this every few batches: the lean path packs it in one go.
+        try:
+            replies = await lanes.execute_many(*commands)
+        except RedisError as exc:
+            msg = f"could not record finished jobs: {exc}"
+            raise BrokerError(msg) from exc
+        for reply in replies:
+            if isinstance(reply, Exception):
+                msg = f"could not record finished jobs: {reply}"
+                raise BrokerError(msg) from reply
 
     async def forget(self, queue: str, state: JobState, ids: Sequence[str]) -> None:
         if ids:

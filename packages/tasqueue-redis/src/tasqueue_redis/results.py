@@ -205,38 +205,57 @@ class RedisResults:
             except RedisError as exc:
                 msg = f"could not write {w.key!r}: {explain(exc)}"
                 raise ResultsError(msg) from exc
+        try:
+            if self._cluster:
+                keys, values = self._values(writes)
+                return await self._set_many_cluster(writes, keys, values, success, failed)
+            keys, args, finished = self._write_call(writes, success, failed)
+            if self._finishes is not None and finished:
+                # Waiters only wake and read again: announcing a write that lost is harmless.
+                reply = await self._set_and_announce(keys, args, finished)
+            else:
+                reply = await _lua.RESULTS_SET(self._client, keys, args, self._exec)
+        except RedisError as exc:
+            msg = f"could not write {len(writes)} key(s): {explain(exc)}"
+            raise ResultsError(msg) from exc
+        return [c == 49 for c in reply]  # b"1"
+
+    def _values(self, writes: Sequence[Write]) -> tuple[list[str], list[Any]]:
+        """The value keys of ``writes`` and their (mode, value) arguments (``lua/results_write.lua``)."""
         keys: list[str] = []
         values: list[Any] = []
-        listed = {"s": False, "f": False}
         for w in writes:
             keys.append(self._prefix + w.key)
             mode = ("u" if w.version is None else "v") if not w.persist else ("U" if w.version is None else "V")
             # A write's own list entry rides on its mode, so that it is added only if the write happens.
             if w.success:
-                mode, listed["s"] = f"{mode}s{w.success}", True
+                mode = f"{mode}s{w.success}"
             elif w.failed:
-                mode, listed["f"] = f"{mode}f{w.failed}", True
+                mode = f"{mode}f{w.failed}"
             values += (mode, _header(w.version) + w.value)
-        try:
-            if self._cluster:
-                return await self._set_many_cluster(writes, keys, values, success, failed)
-            lists: list[str] = []
-            tail: list[Any] = []
-            for name, list_key, ids in (("s", self._success, success), ("f", self._failed, failed)):
-                if ids or listed[name]:
-                    lists.append(list_key)
-                    tail += (name, len(ids), *ids)
-            args = [self._px, self._list_ttl_us, self._limit, *self._records, len(keys), *values, *tail]
-            if self._finishes is not None and lists:
-                # Waiters only wake and read again: announcing a write that lost is harmless.
-                mine = [w.success or w.failed for w in writes if w.success or w.failed]
-                reply = await self._set_and_announce(keys + lists, args, [*mine, *success, *failed])
-            else:
-                reply = await _lua.RESULTS_SET(self._client, keys + lists, args, self._exec)
-        except RedisError as exc:
-            msg = f"could not write {len(writes)} key(s): {explain(exc)}"
-            raise ResultsError(msg) from exc
-        return [c == 49 for c in reply]  # b"1"
+        return keys, values
+
+    def _write_call(
+        self, writes: Sequence[Write], success: Sequence[str] = (), failed: Sequence[str] = ()
+    ) -> tuple[list[str], list[Any], list[str]]:
+        """KEYS and ARGV of ``lua/results_write.lua`` for a batch, and the ids it lists (to announce)."""
+        keys, values = self._values(writes)
+        ok = [w.success for w in writes if w.success]
+        no = [w.failed for w in writes if w.failed]
+        lists: list[str] = []
+        tail: list[Any] = []
+        for name, list_key, ids, own in (("s", self._success, success, ok), ("f", self._failed, failed, no)):
+            if ids or own:
+                lists.append(list_key)
+                tail += (name, len(ids), *ids)
+        args = [self._px, self._list_ttl_us, self._limit, *self._records, len(writes), *values, len(lists), *tail]
+        return keys + lists, args, [*ok, *no, *success, *failed]
+
+    def _announcement(self, finished: Sequence[str]) -> tuple[str, bytes]:
+        """The channel and message that wake waiters of ``finished`` (``("", b"")``: nobody to tell)."""
+        if self._finishes is None or not finished:
+            return "", b""
+        return self._finishes.channel, self._finishes.message(finished)
 
     async def _set_and_announce(self, keys: list[str], args: list[Any], finished: list[str]) -> Any:
         """Run the results script and publish the finished ids behind it, in one round trip."""
@@ -301,13 +320,13 @@ class RedisResults:
         it is added in a second pipeline, once the write is known to have happened.
         """
         head = [self._px, self._list_ttl_us, self._limit, 0]  # no record prefixes: dropped ids come back
-        calls = [_lua.RESULTS_SET.args([key], [*head, 1, values[2 * i], values[2 * i + 1]]) for i, key in enumerate(keys)]
+        calls = [_lua.RESULTS_SET.args([key], [*head, 1, values[2 * i], values[2 * i + 1], 0]) for i, key in enumerate(keys)]
         replies = await self._pipeline(calls)
         done = [r == b"1" for r in replies]
         success = [*(w.success for w, ok in zip(writes, done, strict=True) if ok and w.success), *success]
         failed = [*(w.failed for w, ok in zip(writes, done, strict=True) if ok and w.failed), *failed]
         lists = [
-            _lua.RESULTS_SET.args([list_key], [*head, 0, name, len(ids), *ids])
+            _lua.RESULTS_SET.args([list_key], [*head, 0, 1, name, len(ids), *ids])
             for name, list_key, ids in (("s", self._success, success), ("f", self._failed, failed))
             if ids
         ]

@@ -71,3 +71,30 @@ local function liveness(state, now, gap, lease)
   end
   return hold
 end
+
+-- Settle deliveries for good: ARGV[from], ARGV[from + 1], ... are count pairs (id, token). Only
+-- leases still held with that token are settled: a stale worker's ack is a no-op, and so is a
+-- replay. Returns how many were settled.
+local function ack(active, data, meta, from, count)
+  if count == 0 then
+    return 0
+  end
+  local ids = {}
+  for i = 1, count do
+    ids[i] = ARGV[from + 2 * i - 2]
+  end
+  local metas = redis.call('HMGET', meta, unpack(ids))
+  local done = {}
+  for i, id in ipairs(ids) do
+    local _, token = parse_meta(metas[i])
+    if token == ARGV[from + 2 * i - 1] then
+      done[#done + 1] = id
+    end
+  end
+  if #done > 0 then
+    bulk('ZREM', active, done)
+    bulk('HDEL', data, done)
+    bulk('HDEL', meta, done)
+  end
+  return #done
+end
