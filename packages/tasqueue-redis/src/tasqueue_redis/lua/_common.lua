@@ -1,6 +1,10 @@
 -- Prepended to every tasqueue-redis script (see _lua.py). Scripts only touch the keys they are
 -- given in KEYS; a broker script's keys all share one queue's hash tag, so Cluster accepts them.
 
+-- Whether this call is a replay of one that ran already (enqueue.lua's receipt): records.lua,
+-- which runs first in a fused enqueue, looks it up once for both.
+local replayed = nil
+
 -- Redis server time in milliseconds: every deadline and due time uses this one clock.
 local function now_ms()
   local t = redis.call('TIME')
@@ -57,9 +61,10 @@ end
 -- `state.seen` records when that last happened. A longer silence means Redis itself was paused
 -- or down (or every worker was gone): leases then look expired only because nobody could renew
 -- them, so reaping is held off for one lease from now, which gives live workers time to renew.
--- Returns the time from which expired leases may be reaped.
+-- Returns the time from which expired leases may be reaped, and the last fencing token (`seq`,
+-- read here so that a claim reads the state hash once).
 local function liveness(state, now, gap, lease)
-  local st = redis.call('HMGET', state, 'seen', 'hold')
+  local st = redis.call('HMGET', state, 'seen', 'hold', 'seq')
   local seen = tonumber(st[1])
   local hold = tonumber(st[2]) or 0
   if seen == nil or now - seen > gap then
@@ -69,7 +74,7 @@ local function liveness(state, now, gap, lease)
     -- Fresh enough not to write on every call; a silence still shows within gap/8.
     redis.call('HSET', state, 'seen', now)
   end
-  return hold
+  return hold, tonumber(st[3]) or 0
 end
 
 -- Settle deliveries for good: ARGV[from], ARGV[from + 1], ... are count pairs (id, token). Only

@@ -37,8 +37,9 @@ if before then
   return out
 end
 
-local now = now_ms()
-local hold = liveness(state, now, tonumber(ARGV[4]), lease_ms)
+local micros = now_us()  -- one TIME for the whole call
+local now = math.floor(micros / 1000)
+local hold, seq = liveness(state, now, tonumber(ARGV[4]), lease_ms)
 
 -- Due delayed messages join the back of the queue, earliest due first.
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
@@ -74,7 +75,7 @@ if n > 0 then
     -- cannot ack or extend a later delivery of the same message. Tokens follow the server
     -- clock (µs), kept increasing: a restart from an older snapshot, or a failover to a replica
     -- that lagged, rolls `seq` back but not the clock, so no token is ever handed out twice.
-    local num = math.max(now_us(), (tonumber(redis.call('HGET', state, 'seq')) or 0) + 1)
+    local num = math.max(micros, seq + 1)
     local tok = digits(num)
     redis.call('HSET', state, 'seq', tok)
     out[1] = num

@@ -6,7 +6,10 @@
 -- work already: it returns -1 and does nothing. Otherwise returns how many messages were new.
 -- One key per call costs two commands where a shared sorted set of calls cost five (look up,
 -- add, find the oldest, trim, renew), and it expires by itself.
-if redis.call('EXISTS', KEYS[5]) == 1 then
+if replayed == nil then
+  replayed = redis.call('EXISTS', KEYS[5]) == 1
+end
+if replayed then
   return -1
 end
 local window = tonumber(ARGV[1])

@@ -19,7 +19,7 @@ local px = tonumber(ARGV[1])
 local records = tonumber(ARGV[2])
 -- A replay of a call that ran already (enqueue.lua's receipt key, the last of KEYS) writes
 -- nothing: by now the job may have run, and a schedule been cancelled.
-local replayed = redis.call('EXISTS', KEYS[#KEYS]) == 1
+replayed = redis.call('EXISTS', KEYS[#KEYS]) == 1
 for i = 1, replayed and 0 or records do
   local mode, value = ARGV[1 + 2 * i], ARGV[2 + 2 * i]
   local args = {KEYS[i], value}
