@@ -299,16 +299,23 @@ class RedisControl:
     async def record(self, entries: Sequence[Finished]) -> None:
         if not entries:
             return
-        by_key: dict[tuple[str, JobState], dict[str, int]] = {}
+        # A busy worker sends a thousand entries at a time: ZADD's (score, member) pairs are built
+        # as one flat list per index, with nothing made per entry.
+        by_key: dict[tuple[str, str], list[Any]] = {}
         for e in entries:
-            by_key.setdefault((e.queue, JobState(e.state)), {})[e.id] = _ms(e.at)
+            pairs = by_key.get((e.queue, e.state))
+            if pairs is None:
+                pairs = by_key[(e.queue, e.state)] = []
+            pairs += (int(e.at * 1000), e.id)
         now = _ms(time.time())
         cutoff = now - _ms(self.retention)
 
         commands: list[tuple[Any, ...]] = [("SADD", self._queues, *{q for q, _ in by_key})]
-        for (queue, state), members in by_key.items():
+        for (queue, value), pairs in by_key.items():
+            state = JobState(value)
             key = self._index(queue, state)
-            commands.append(("ZADD", key, *(x for member, score in members.items() for x in (score, member))))
+            members = pairs[1::2]
+            commands.append(("ZADD", key, *pairs))
             if state is JobState.RETRYING:
                 commands.append(("ZREMRANGEBYSCORE", key, "-inf", now))
                 continue
