@@ -56,7 +56,48 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.
     raise RuntimeError(msg)
 
 
-class RedisServer:
+class ServerProcess:
+    """A server child process that a test can kill, pause (SIGSTOP) and restart on the same port.
+
+    Subclasses set ``port`` and ``proc`` and write ``start``.
+    """
+
+    port: int
+    proc: subprocess.Popen[bytes] | None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash or the OOM killer does."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class RedisServer(ServerProcess):
     """A ``redis-server`` child process that a test can kill, pause and restart.
 
     ``appendonly`` keeps data across a restart (same directory, same port), as production
@@ -93,34 +134,6 @@ class RedisServer:
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self.proc)
 
-    def kill(self) -> None:
-        """SIGKILL: what a crash or the OOM killer does."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
 
 def version_tuple(version: str) -> tuple[int, ...]:
     """``"2.10.3"`` as ``(2, 10, 3)``, for comparing server versions."""
@@ -150,7 +163,7 @@ def nats_servers() -> dict[str, str]:
     return dict(sorted(found.items(), key=lambda kv: version_tuple(kv[0])))
 
 
-class NatsServer:
+class NatsServer(ServerProcess):
     """A ``nats-server`` child process with JetStream (file store in a temporary directory).
 
     ``sync_interval: always`` (``sync=True``) makes every stored message durable before it is
@@ -211,34 +224,6 @@ class NatsServer:
         self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=log, stderr=log)
         log.close()
         wait_for_port(self.port, self.proc)
-
-    def kill(self) -> None:
-        """SIGKILL: what a crash or the OOM killer does."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 class ResetProxy:
