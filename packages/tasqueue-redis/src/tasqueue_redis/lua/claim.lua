@@ -3,7 +3,8 @@
 -- ARGV: max_count lease_ms grace_ms gap_ms limit.
 -- On the way it promotes due delayed messages and gives expired leases back, so idle queues
 -- need no separate mover. Returns {token, hint_ms, id1, data1, deliveries1, id2, ...}, where
--- hint_ms says when calling again may find work (-1: only an enqueue will bring any).
+-- hint_ms says when calling again may find work (-1: only an enqueue will bring any), or is
+-- -1 when something was leased.
 -- `receipt` is a key named after this call (a fresh id per fetch): a claim that leased anything
 -- records there what it leased, so a replay of the call (its reply was lost with a connection)
 -- returns the same leases instead of leaving them to run out unheld.
@@ -131,6 +132,10 @@ if got == n then
     out[2] = 0
     wake(wakekey)
   end
+elseif got > 0 then
+  -- The caller has work and asks again when it wants more: no hint is worth three more
+  -- commands here, on the path from an idle worker's wake-up to its job.
+  out[2] = -1
 elseif redis.call('LLEN', pending) > 0 then
   out[2] = 0 -- duplicates were dropped: call again at once
 else
