@@ -1,7 +1,7 @@
 """Waking waiters when jobs finish: one pub/sub channel per results store, one subscription per process.
 
 A worker that records finished jobs (``set_many`` with success/failed ids) publishes their ids,
-msgpack-encoded, on ``<prefix>:finished`` in the same pipeline as the write: no extra round
+msgpack-encoded, on ``<prefix>:finished`` from the script that writes them: no extra round
 trip, and nothing at all when no job finished. A process waiting on results subscribes while
 it has waiters and hands each message to the waiters of the ids in it. Nothing is stored, so a
 message published while nobody listens costs Redis one lookup; a message lost with a

@@ -55,7 +55,7 @@ from tasqueue_redis._config import (
 from tasqueue_redis._errors import explain
 from tasqueue_redis._lanes import lanes_for
 from tasqueue_redis.control import RedisControl
-from tasqueue_redis.results import RedisResults
+from tasqueue_redis.results import RedisResults, happened
 
 __all__ = ["QueueStats", "RedisBroker"]
 
@@ -299,20 +299,19 @@ class RedisBroker:
             for queue, deliveries in acks.items():
                 await self.ack(queue, deliveries)
             return done
-        keys, args, finished = results._write_call(writes)
+        keys, args = results._write_call(writes)
         args.append(len(acks))
         for queue, deliveries in acks.items():
             keys += self._queue(queue).ack
             args.append(len(deliveries))
             for d in deliveries:
                 args += (d.id, d.receipt)
-        args += results._announcement(finished)
         try:
             reply = await _lua.SETTLE(self._client, keys, args, self._exec)
         except RedisError as exc:
             msg = f"could not write {len(writes)} outcome(s) and ack {sum(map(len, acks.values()))} message(s): {explain(exc)}"
             raise BrokerError(msg) from exc
-        return [c == 49 for c in reply]  # b"1"
+        return happened(reply)
 
     # ---- consuming -----------------------------------------------------------------------
 

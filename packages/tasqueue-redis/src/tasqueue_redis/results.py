@@ -49,6 +49,11 @@ _SAME: Final[Any] = object()
 _CHUNK = 1000
 
 
+def happened(reply: bytes) -> list[bool]:
+    """Whether each write of a ``results_write.lua`` call happened: its reply is one b"1"/b"0" per write."""
+    return [c == 49 for c in reply]  # b"1"
+
+
 def _header(version: int | None) -> bytes:
     if version is None:
         return _UNVERSIONED
@@ -209,16 +214,12 @@ class RedisResults:
             if self._cluster:
                 keys, values = self._values(writes)
                 return await self._set_many_cluster(writes, keys, values, success, failed)
-            keys, args, finished = self._write_call(writes, success, failed)
-            if self._finishes is not None and finished:
-                # Waiters only wake and read again: announcing a write that lost is harmless.
-                reply = await self._set_and_announce(keys, args, finished)
-            else:
-                reply = await _lua.RESULTS_SET(self._client, keys, args, self._exec)
+            keys, args = self._write_call(writes, success, failed)
+            reply = await _lua.RESULTS_SET(self._client, keys, args, self._exec)
         except RedisError as exc:
             msg = f"could not write {len(writes)} key(s): {explain(exc)}"
             raise ResultsError(msg) from exc
-        return [c == 49 for c in reply]  # b"1"
+        return happened(reply)
 
     def _values(self, writes: Sequence[Write]) -> tuple[list[str], list[Any]]:
         """The value keys of ``writes`` and their (mode, value) arguments (``lua/results_write.lua``)."""
@@ -237,8 +238,8 @@ class RedisResults:
 
     def _write_call(
         self, writes: Sequence[Write], success: Sequence[str] = (), failed: Sequence[str] = ()
-    ) -> tuple[list[str], list[Any], list[str]]:
-        """KEYS and ARGV of ``lua/results_write.lua`` for a batch, and the ids it lists (to announce)."""
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of ``lua/results_write.lua`` for a batch, announcing the ids it lists to waiters."""
         keys, values = self._values(writes)
         ok = [w.success for w in writes if w.success]
         no = [w.failed for w in writes if w.failed]
@@ -249,32 +250,12 @@ class RedisResults:
                 lists.append(list_key)
                 tail += (name, len(ids), *ids)
         args = [self._px, self._list_ttl_us, self._limit, *self._records, len(writes), *values, len(lists), *tail]
-        return keys + lists, args, [*ok, *no, *success, *failed]
-
-    def _announcement(self, finished: Sequence[str]) -> tuple[str, bytes]:
-        """The channel and message that wake waiters of ``finished`` (``("", b"")``: nobody to tell)."""
+        finished = [*ok, *no, *success, *failed]
         if self._finishes is None or not finished:
-            return "", b""
-        return self._finishes.channel, self._finishes.message(finished)
-
-    async def _set_and_announce(self, keys: list[str], args: list[Any], finished: list[str]) -> Any:
-        """Run the results script and publish the finished ids behind it, in one round trip."""
-        assert self._finishes is not None
-        publish = ("PUBLISH", self._finishes.channel, self._finishes.message(finished))
-        if self._lanes is None:
-            reply = await _lua.RESULTS_SET(self._client, keys, args, self._exec)
-            await self._exec(*publish)
-            return reply
-        for attempt in range(2):
-            reply, _ = await self._lanes.execute_many(_lua.RESULTS_SET.args(keys, args), publish)
-            if isinstance(reply, NoScriptError) and not attempt:
-                # Redis restarted since the script was loaded; waiters woken early read again.
-                await _lua.RESULTS_SET.load(self._client)
-                continue
-            if isinstance(reply, Exception):
-                raise reply
-            break
-        return reply
+            args += ("", "")
+        else:
+            args += (self._finishes.channel, self._finishes.message(finished))
+        return keys + lists, args
 
     @contextlib.asynccontextmanager
     async def watch(self, ids: Sequence[str]) -> AsyncIterator[FinishWatch | None]:
@@ -320,13 +301,16 @@ class RedisResults:
         it is added in a second pipeline, once the write is known to have happened.
         """
         head = [self._px, self._list_ttl_us, self._limit, 0]  # no record prefixes: dropped ids come back
-        calls = [_lua.RESULTS_SET.args([key], [*head, 1, values[2 * i], values[2 * i + 1], 0]) for i, key in enumerate(keys)]
+        quiet = ("", "")  # nobody to announce to: a Cluster store has no watch
+        calls = [
+            _lua.RESULTS_SET.args([key], [*head, 1, values[2 * i], values[2 * i + 1], 0, *quiet]) for i, key in enumerate(keys)
+        ]
         replies = await self._pipeline(calls)
         done = [r == b"1" for r in replies]
         success = [*(w.success for w, ok in zip(writes, done, strict=True) if ok and w.success), *success]
         failed = [*(w.failed for w, ok in zip(writes, done, strict=True) if ok and w.failed), *failed]
         lists = [
-            _lua.RESULTS_SET.args([list_key], [*head, 0, 1, name, len(ids), *ids])
+            _lua.RESULTS_SET.args([list_key], [*head, 0, 1, name, len(ids), *ids, *quiet])
             for name, list_key, ids in (("s", self._success, success), ("f", self._failed, failed))
             if ids
         ]

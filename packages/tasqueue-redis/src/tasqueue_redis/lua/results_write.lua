@@ -1,8 +1,9 @@
 -- Results writes: the part shared by results_set.lua and settle.lua, which each return.
 -- KEYS: n value keys, then the nl list keys (success and/or failed ZSETs) touched.
 -- ARGV: px_ms list_ttl_us list_limit r (record key prefix)*r n, then per value key (mode, value),
--- then nl, then per list key ('s' or 'f', count, id...). Values start with a 16-byte decimal
--- version header (-1: unversioned).
+-- then nl, then per list key ('s' or 'f', count, id...), then the channel and message that
+-- announce the listed ids to waiters ('' '': nobody to tell). Values start with a 16-byte
+-- decimal version header (-1: unversioned).
 --   mode 'v'/'V': versioned: written only if the key is absent or holds a lower version;
 --   mode 'u'/'U': always written. Upper case: persist (no expiry). A mode may go on with
 --   's<id>' or 'f<id>': that id joins the success or failed list if (only if) the write happens,
@@ -131,3 +132,8 @@ for _ = 1, lists do
   add(KEYS[k], ids)
   k = k + 1
 end
+-- Waiters only wake and read again: announcing a write that lost is harmless.
+if ARGV[p] ~= '' then
+  redis.call('PUBLISH', ARGV[p], ARGV[p + 1])
+end
+p = p + 2
