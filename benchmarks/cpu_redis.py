@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_redis import start_redis
+from peers import cpu_seconds, redis_cpu_seconds
 
 QUEUE = "cpu"
 PREFIX = "cpu"
@@ -51,29 +53,6 @@ def worker_main(url: str, concurrency: int, index: bool) -> None:
     srv.run()
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not on PATH (apt-get install redis-server)")
-    port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", directory, "--appendonly", "yes", "--save", ""]
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL), f"redis://127.0.0.1:{port}/0"
-
-
 def start_worker(url: str, concurrency: int, index: bool) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, __file__, "worker", url, str(concurrency), "1" if index else "0"])
 
@@ -87,20 +66,13 @@ async def measure(url: str, jobs: int, concurrency: int, index: bool, rows: int)
     raw = redis.Redis.from_url(url)
     worker: subprocess.Popen[bytes] | None = None
     try:
-        async with asyncio.timeout(10):
-            while True:
-                try:
-                    await raw.ping()
-                    break
-                except (redis.ConnectionError, OSError):
-                    await asyncio.sleep(0.05)
         async with Server(
             RedisBroker.from_url(url, prefix=PREFIX), RedisResults.from_url(url, prefix=PREFIX), load_entrypoints=False
         ) as srv:
             for start in range(0, jobs, 1000):
                 await srv.enqueue_many([Job("noop", b"", JobOpts(queue=QUEUE)) for _ in range(min(1000, jobs - start))])
         await raw.config_resetstat()
-        before = await raw.info("cpu")
+        before = redis_cpu_seconds(await raw.info("cpu"))
         worker = start_worker(url, concurrency, index)
         started = time.perf_counter()
         success = f"{PREFIX}:success"
@@ -108,9 +80,8 @@ async def measure(url: str, jobs: int, concurrency: int, index: bool, rows: int)
             while await raw.zcard(success) < jobs:  # noqa: ASYNC110 - the worker is another process
                 await asyncio.sleep(0.02)
         elapsed = time.perf_counter() - started
-        worker_cpu = cpu_seconds(worker.pid)
-        after = await raw.info("cpu")
-        redis_cpu = sum(float(after[k]) - float(before[k]) for k in ("used_cpu_sys", "used_cpu_user"))
+        worker_cpu = cpu_seconds([worker.pid])
+        redis_cpu = redis_cpu_seconds(await raw.info("cpu")) - before
         stats: dict[str, Any] = await raw.info("commandstats")
     finally:
         if worker is not None:
@@ -137,7 +108,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=12, help="commands to list")
     args = parser.parse_args()
     directory = tempfile.mkdtemp(prefix="tasqueue-cpu-")
-    server, url = start_redis(directory)
+    server, url = start_redis(Path(directory), aof=True)
     try:
         asyncio.run(measure(url, args.jobs, args.concurrency, not args.no_index, args.rows))
     finally:
